@@ -1,0 +1,40 @@
+//! `strata`: the Strata reference agent and its command line.
+//!
+//! Each subcommand lives in a module of its own; this file only parses and dispatches.
+
+mod demo;
+
+use clap::{Parser, Subcommand};
+
+/// The `strata` command.
+#[derive(Parser, Debug)]
+#[command(
+    name = "strata",
+    version,
+    about = "Strata networking SDK: reference agent and tools"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Top-level subcommands.
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Tell the Strata story on the embedded example cluster.
+    Demo(demo::Args),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Demo(args) => demo::run(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("strata: error: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,2 @@
+//! A small BGP-4 speaker: sans-I/O codec and FSM with a tokio shell.
+#![deny(missing_docs)]

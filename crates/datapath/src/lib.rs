@@ -1,0 +1,2 @@
+//! eBPF datapath programs, map ABI, aya loader and reference twin.
+#![deny(missing_docs)]

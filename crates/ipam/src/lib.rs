@@ -1,0 +1,2 @@
+//! Node-local IP address management.
+#![deny(missing_docs)]

@@ -1,0 +1,2 @@
+//! Service load balancing: frontends, backends, Maglev and NAT entries.
+#![deny(missing_docs)]
