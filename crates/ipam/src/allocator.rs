@@ -144,10 +144,10 @@ impl Allocator {
         for record in records.iter().filter(|r| r.is_node_record()) {
             match record {
                 Record::Allocation { addr, owner, fixed } => {
-                    if let Some(held) = allocator.by_owner.get(owner) {
-                        if held.iter().any(|a| Family::of(*a) == Family::of(*addr)) {
-                            return Err(corrupt(record, format!("{owner} already holds {held:?}")));
-                        }
+                    if let Some(held) = allocator.by_owner.get(owner)
+                        && held.iter().any(|a| Family::of(*a) == Family::of(*addr))
+                    {
+                        return Err(corrupt(record, format!("{owner} already holds {held:?}")));
                     }
                     match allocator.pool_index(*addr) {
                         Some((p, index)) => {
@@ -490,10 +490,10 @@ impl Allocator {
                 Op::Delete(RecordKey::Quarantine(addr)) => {
                     if let Some(seq) = self.quarantined.remove(addr) {
                         self.quarantine.remove(&seq);
-                        if let Some((p, index)) = self.pool_index(*addr) {
-                            if !self.by_addr.contains_key(addr) {
-                                self.pools[p].clear(index);
-                            }
+                        if let Some((p, index)) = self.pool_index(*addr)
+                            && !self.by_addr.contains_key(addr)
+                        {
+                            self.pools[p].clear(index);
                         }
                     }
                 }

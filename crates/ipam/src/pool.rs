@@ -83,7 +83,7 @@ impl Pool {
             unusable: Vec::new(),
         };
         // Bits past the end of a short last word are permanently set.
-        if size % 64 != 0 {
+        if !size.is_multiple_of(64) {
             pool.words[nwords - 1] = !0u64 << (size % 64);
         }
         match cidr {
@@ -95,10 +95,10 @@ impl Pool {
             _ => {}
         }
         for &addr in excluded {
-            if let Some(index) = pool.index_of(addr) {
-                if !pool.is_taken(index) {
-                    pool.mark_unusable(index, Unusable::Excluded);
-                }
+            if let Some(index) = pool.index_of(addr)
+                && !pool.is_taken(index)
+            {
+                pool.mark_unusable(index, Unusable::Excluded);
             }
         }
         pool.unusable.sort_unstable_by_key(|(index, _)| *index);

@@ -125,13 +125,13 @@ impl Reservations {
         requested: Option<IpAddr>,
     ) -> Result<(Change, Reservation)> {
         if let Some(existing) = self.by_key.get(key) {
-            if let Some(addr) = requested {
-                if !existing.addrs.contains(&addr) {
-                    return Err(Error::DuplicateOwner {
-                        owner: key.pod(),
-                        addrs: existing.addrs.clone(),
-                    });
-                }
+            if let Some(addr) = requested
+                && !existing.addrs.contains(&addr)
+            {
+                return Err(Error::DuplicateOwner {
+                    owner: key.pod(),
+                    addrs: existing.addrs.clone(),
+                });
             }
             return Ok((Change::default(), existing.clone()));
         }
@@ -192,13 +192,13 @@ impl Reservations {
             };
             addrs.push(addr);
         }
-        if let Some(addr) = requested {
-            if !addrs.contains(&addr) {
-                return Err(Error::OutsidePool {
-                    addr,
-                    pools: self.pools.iter().map(Pool::cidr).collect(),
-                });
-            }
+        if let Some(addr) = requested
+            && !addrs.contains(&addr)
+        {
+            return Err(Error::OutsidePool {
+                addr,
+                pools: self.pools.iter().map(Pool::cidr).collect(),
+            });
         }
         let reservation = Reservation {
             key: key.clone(),

@@ -174,8 +174,9 @@ impl<S: Store> FixedIps<S> {
 }
 
 /// Starts a StatefulSet pod on a node with its fixed address: reserve (if new), bind to the
-/// pod and node, then hold the addresses on the node. When the node refuses, the binding is
-/// undone, so the key stays free for another attempt.
+/// pod and node, then hold the addresses on the node. Starting a pod that already runs there
+/// returns its allocation. When the node refuses, a binding made by this call is undone, so
+/// the key stays free for another attempt.
 pub fn start_stateful_pod<R: Store, N: Store>(
     book: &mut FixedIps<R>,
     node_name: &str,
@@ -184,11 +185,20 @@ pub fn start_stateful_pod<R: Store, N: Store>(
 ) -> Result<Allocation> {
     let pod = key.pod();
     let reservation = book.reserve(key, None)?;
+    let was_bound = reservation.bound.is_some();
     book.bind(key, node_name, &pod)?;
+    if let Some(held) = node.allocator().get(&pod)
+        && held.fixed.as_ref() == Some(key)
+        && held.addrs == reservation.addrs
+    {
+        return Ok(held);
+    }
     match node.allocate_fixed(&pod, key, &reservation.addrs) {
         Ok(allocation) => Ok(allocation),
         Err(err) => {
-            book.unbind(key, &pod)?;
+            if !was_bound {
+                book.unbind(key, &pod)?;
+            }
             Err(err)
         }
     }
