@@ -3,6 +3,7 @@
 //! Each subcommand lives in a module of its own; this file only parses and dispatches.
 
 mod demo;
+mod ipam;
 
 use clap::{Parser, Subcommand};
 
@@ -18,17 +19,29 @@ struct Cli {
     command: Command,
 }
 
+/// Output format shared by the subcommands.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Format {
+    /// Machine-readable JSON.
+    Json,
+    /// A table for people.
+    Table,
+}
+
 /// Top-level subcommands.
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Tell the Strata story on the embedded example cluster.
     Demo(demo::Args),
+    /// Node-local IP address management: carve, alloc, release, reserve, list.
+    Ipam(ipam::Args),
 }
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Demo(args) => demo::run(args),
+        Command::Ipam(args) => ipam::run(args),
     };
     match result {
         Ok(code) => code,

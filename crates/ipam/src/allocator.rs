@@ -418,17 +418,29 @@ impl Allocator {
         ))
     }
 
-    /// Plans letting go of quarantined addresses whose time is up (time-based quarantine only).
+    /// Plans letting go of quarantined addresses that the configuration no longer holds back:
+    /// those whose time is up (time-based), the oldest beyond the count (count-based, after the
+    /// count was lowered), or all of them (quarantine off).
     pub fn plan_expire(&self, now: SystemTime) -> Change {
         let mut change = Change::default();
-        if let Quarantine::Duration(hold) = self.config.quarantine {
-            let now_ms = epoch_ms(now);
-            let hold_ms = hold.as_millis() as u64;
-            for (addr, released_at_ms) in self.quarantine.values() {
-                if released_at_ms.saturating_add(hold_ms) <= now_ms {
-                    change.delete(RecordKey::Quarantine(*addr));
-                }
+        let expired: Vec<IpAddr> = match self.config.quarantine {
+            Quarantine::Off => self.quarantine.values().map(|(a, _)| *a).collect(),
+            Quarantine::Releases(limit) => {
+                let excess = self.quarantine.len().saturating_sub(limit);
+                self.quarantine.values().take(excess).map(|(a, _)| *a).collect()
             }
+            Quarantine::Duration(hold) => {
+                let now_ms = epoch_ms(now);
+                let hold_ms = hold.as_millis() as u64;
+                self.quarantine
+                    .values()
+                    .filter(|(_, at)| at.saturating_add(hold_ms) <= now_ms)
+                    .map(|(a, _)| *a)
+                    .collect()
+            }
+        };
+        for addr in expired {
+            change.delete(RecordKey::Quarantine(addr));
         }
         change
     }
