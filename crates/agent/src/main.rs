@@ -28,8 +28,9 @@ pub(crate) enum Format {
     Table,
 }
 
-/// Top-level subcommands.
+/// Top-level subcommands. Parsed once per process, so variant sizes do not matter.
 #[derive(Subcommand, Debug)]
+#[allow(clippy::large_enum_variant)]
 enum Command {
     /// Tell the Strata story on the embedded example cluster.
     Demo(demo::Args),
