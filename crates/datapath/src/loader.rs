@@ -1,0 +1,657 @@
+//! The aya shell: loads the embedded object, pins maps under `/sys/fs/bpf/strata/…`, attaches
+//! the programs to an interface's clsact hooks (TCX links, pinned, replaced atomically by a new
+//! loader), keeps the configuration maps equal to a [`MapState`] by diff, reads counters,
+//! conntrack and events, and runs packets through `BPF_PROG_TEST_RUN`.
+
+use std::{
+    collections::BTreeMap,
+    io,
+    path::{Path, PathBuf},
+};
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{
+        Array, HashMap, MapData, MapError, PerCpuArray, RingBuf,
+        lpm_trie::{Key, LpmTrie},
+    },
+    programs::{
+        LinkOrder, ProgramError, SchedClassifier, TcAttachType, TestRun, TestRunOptions,
+        links::{FdLink, PinnedLink},
+        tc::TcAttachOptions,
+    },
+};
+
+use crate::{
+    Error, OBJECT,
+    abi::{
+        COUNTERS, Config, Counter, CtKey, CtValue, ENDPOINTS_MAX, Endpoint, Event, IPCACHE_MAX,
+        IpcacheKey, IpcacheKeyData, IpcacheValue, POLICY_MAX, PolicyKey, PolicyKeyData,
+        PolicyValue,
+    },
+    state::{MapDiff, MapState},
+    sys,
+};
+
+/// Where pinned objects live by default.
+pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/strata";
+
+/// The maps of the object, in pin order.
+pub const MAPS: [&str; 7] = [
+    "endpoints",
+    "ipcache",
+    "policy",
+    "conntrack",
+    "counters",
+    "config",
+    "events",
+];
+
+/// A program of the object.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Hook {
+    /// `from_pod`: clsact ingress of the host-side veth (the pod's egress policy).
+    FromPod,
+    /// `to_pod`: clsact egress of the host-side veth (the pod's ingress policy).
+    ToPod,
+}
+
+impl Hook {
+    /// The program's name in the object.
+    pub fn program(self) -> &'static str {
+        match self {
+            Hook::FromPod => "from_pod",
+            Hook::ToPod => "to_pod",
+        }
+    }
+
+    /// The direction constant the program uses.
+    pub fn direction(self) -> u8 {
+        match self {
+            Hook::FromPod => crate::abi::DIR_EGRESS,
+            Hook::ToPod => crate::abi::DIR_INGRESS,
+        }
+    }
+
+    fn attach_type(self) -> TcAttachType {
+        match self {
+            Hook::FromPod => TcAttachType::Ingress,
+            Hook::ToPod => TcAttachType::Egress,
+        }
+    }
+}
+
+/// How to load.
+#[derive(Clone, Debug, Default)]
+pub struct LoadOptions {
+    /// Pin (and reuse) maps and links under this directory; `None` keeps them private to this
+    /// process (tests, benches).
+    pub pin_dir: Option<PathBuf>,
+    /// One allow event per this many allowed packets (0: none). Drops always emit events.
+    pub allow_sample: u32,
+}
+
+impl LoadOptions {
+    /// Pinned under [`DEFAULT_PIN_DIR`].
+    pub fn pinned() -> LoadOptions {
+        LoadOptions {
+            pin_dir: Some(PathBuf::from(DEFAULT_PIN_DIR)),
+            allow_sample: 0,
+        }
+    }
+}
+
+/// Result of one `BPF_PROG_TEST_RUN`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RunResult {
+    /// The program's return code (0 pass, 2 drop).
+    pub code: u32,
+    /// The packet after the program.
+    pub output: Vec<u8>,
+    /// Average nanoseconds per run, as the kernel measured.
+    pub duration_ns: u64,
+}
+
+/// What a sync did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SyncStats {
+    /// Entries inserted or overwritten.
+    pub upserts: usize,
+    /// Entries removed.
+    pub removals: usize,
+}
+
+/// The loaded datapath.
+pub struct Datapath {
+    ebpf: Ebpf,
+    pin_dir: Option<PathBuf>,
+    shadow: MapState,
+    events: Option<RingBuf<MapData>>,
+    links: BTreeMap<(String, &'static str), PinnedLink>,
+}
+
+impl std::fmt::Debug for Datapath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Datapath")
+            .field("pin_dir", &self.pin_dir)
+            .field("endpoints", &self.shadow.endpoints.len())
+            .field("ipcache", &self.shadow.ipcache.len())
+            .field("policy", &self.shadow.policy.len())
+            .finish()
+    }
+}
+
+fn map_err(map: &'static str, operation: &'static str, e: MapError) -> Error {
+    if let MapError::SyscallError(s) = &e {
+        let code = s.io_error.raw_os_error();
+        if code == Some(libc::E2BIG) || code == Some(libc::ENOSPC) {
+            return Error::MapFull {
+                map,
+                wanted: 0,
+                capacity: 0,
+            };
+        }
+    }
+    Error::Map {
+        map,
+        operation,
+        source: Box::new(e),
+    }
+}
+
+fn io_err(operation: &'static str, path: &Path, source: io::Error) -> Error {
+    Error::Io {
+        operation,
+        path: path.display().to_string(),
+        source,
+    }
+}
+
+/// Makes sure a BPF filesystem is mounted at /sys/fs/bpf (mounting one if not) and that
+/// `dir` exists on it.
+pub fn ensure_pin_dir(dir: &Path) -> Result<(), Error> {
+    let root = Path::new("/sys/fs/bpf");
+    if !sys::is_bpffs(root).map_err(|e| io_err("statfs", root, e))? {
+        std::fs::create_dir_all(root).map_err(|e| io_err("mkdir", root, e))?;
+        sys::mount_bpffs(root).map_err(|e| io_err("mount bpffs", root, e))?;
+    }
+    std::fs::create_dir_all(dir).map_err(|e| io_err("mkdir", dir, e))?;
+    Ok(())
+}
+
+/// Whether the process runs with effective uid 0.
+pub fn is_root() -> bool {
+    sys::euid() == 0
+}
+
+impl Datapath {
+    /// Loads the embedded object and its two programs. With a pin directory, maps already
+    /// pinned there are reused (state survives a restart) and new ones are pinned.
+    pub fn load(options: &LoadOptions) -> Result<Datapath, Error> {
+        let mut loader = EbpfLoader::new();
+        let pins: Vec<(&'static str, PathBuf)> = match &options.pin_dir {
+            Some(dir) => {
+                ensure_pin_dir(dir)?;
+                MAPS.iter().map(|m| (*m, dir.join(m))).collect()
+            }
+            None => Vec::new(),
+        };
+        for (name, path) in &pins {
+            loader.map_pin_path(name, path.as_path());
+        }
+        let mut ebpf = loader.load(OBJECT).map_err(|e| Error::Load {
+            source: Box::new(e),
+        })?;
+        for hook in [Hook::FromPod, Hook::ToPod] {
+            let prog: &mut SchedClassifier = ebpf
+                .program_mut(hook.program())
+                .ok_or(Error::MissingProgram {
+                    program: hook.program(),
+                })?
+                .try_into()
+                .map_err(|e| Error::Program {
+                    operation: "lookup",
+                    program: hook.program().to_owned(),
+                    source: Box::new(e),
+                })?;
+            prog.load().map_err(|e| match e {
+                ProgramError::LoadError {
+                    io_error,
+                    verifier_log,
+                } => Error::Verifier {
+                    program: hook.program().to_owned(),
+                    log: verifier_log.to_string(),
+                    source: io_error,
+                },
+                other => Error::Program {
+                    operation: "load",
+                    program: hook.program().to_owned(),
+                    source: Box::new(other),
+                },
+            })?;
+        }
+        let events = ebpf
+            .take_map("events")
+            .ok_or(Error::MissingMap { map: "events" })?;
+        let events = RingBuf::try_from(events).map_err(|e| map_err("events", "open", e))?;
+        let mut dp = Datapath {
+            ebpf,
+            pin_dir: options.pin_dir.clone(),
+            shadow: MapState::default(),
+            events: Some(events),
+            links: BTreeMap::new(),
+        };
+        dp.shadow = dp.read_state()?;
+        dp.set_config(Config {
+            allow_sample: options.allow_sample,
+            reserved: 0,
+        })?;
+        Ok(dp)
+    }
+
+    /// The pin directory, if pinned.
+    pub fn pin_dir(&self) -> Option<&Path> {
+        self.pin_dir.as_deref()
+    }
+
+    /// The configuration maps as this loader believes them to be.
+    pub fn state(&self) -> &MapState {
+        &self.shadow
+    }
+
+    /// Reads the endpoints, ipcache and policy maps back from the kernel.
+    pub fn read_state(&self) -> Result<MapState, Error> {
+        let mut s = MapState::default();
+        let eps: HashMap<_, u32, Endpoint> = self.typed_map("endpoints")?;
+        for kv in eps.iter() {
+            let (k, v) = kv.map_err(|e| map_err("endpoints", "read", e))?;
+            s.endpoints.insert(k, v);
+        }
+        let ipc: LpmTrie<_, IpcacheKeyData, IpcacheValue> = self.typed_map("ipcache")?;
+        for kv in ipc.iter() {
+            let (k, v) = kv.map_err(|e| map_err("ipcache", "read", e))?;
+            s.ipcache.insert(
+                IpcacheKey {
+                    prefixlen: k.prefix_len(),
+                    addr: k.data(),
+                },
+                v,
+            );
+        }
+        let pol: LpmTrie<_, PolicyKeyData, PolicyValue> = self.typed_map("policy")?;
+        for kv in pol.iter() {
+            let (k, v) = kv.map_err(|e| map_err("policy", "read", e))?;
+            s.policy
+                .insert(PolicyKey::from_data(k.prefix_len(), k.data()), v);
+        }
+        Ok(s)
+    }
+
+    fn typed_map<'a, T>(&'a self, name: &'static str) -> Result<T, Error>
+    where
+        T: TryFrom<&'a aya::maps::Map, Error = MapError>,
+    {
+        let m = self.ebpf.map(name).ok_or(Error::MissingMap { map: name })?;
+        T::try_from(m).map_err(|_| Error::MissingMap { map: name })
+    }
+
+    fn typed_map_mut<'a, T>(&'a mut self, name: &'static str) -> Result<T, Error>
+    where
+        T: TryFrom<&'a mut aya::maps::Map, Error = MapError>,
+    {
+        let m = self
+            .ebpf
+            .map_mut(name)
+            .ok_or(Error::MissingMap { map: name })?;
+        T::try_from(m).map_err(|_| Error::MissingMap { map: name })
+    }
+
+    /// Sets the config map.
+    pub fn set_config(&mut self, config: Config) -> Result<(), Error> {
+        let mut cfg: Array<_, Config> = self.typed_map_mut("config")?;
+        cfg.set(0, config, 0)
+            .map_err(|e| map_err("config", "update", e))
+    }
+
+    /// Makes the kernel maps equal `desired`, touching only entries that differ. Entries are
+    /// added before stale ones are removed, so a relabel never opens a gap. A state that does
+    /// not fit a map is refused before anything changes ([`Error::MapFull`]); if the kernel
+    /// rejects an update midway, the operations already done are undone and the error returned.
+    pub fn sync(&mut self, desired: &MapState) -> Result<SyncStats, Error> {
+        for (map, wanted, capacity) in [
+            ("endpoints", desired.endpoints.len(), ENDPOINTS_MAX),
+            ("ipcache", desired.ipcache.len(), IPCACHE_MAX),
+            ("policy", desired.policy.len(), POLICY_MAX),
+        ] {
+            if wanted > capacity as usize {
+                return Err(Error::MapFull {
+                    map,
+                    wanted,
+                    capacity,
+                });
+            }
+        }
+        for k in desired.ipcache.keys() {
+            if k.prefixlen > 128 {
+                return Err(Error::InvalidEntry {
+                    map: "ipcache",
+                    detail: format!("prefix length {} > 128", k.prefixlen),
+                });
+            }
+        }
+        for k in desired.policy.keys() {
+            if k.prefixlen > 96 {
+                return Err(Error::InvalidEntry {
+                    map: "policy",
+                    detail: format!("prefix length {} > 96", k.prefixlen),
+                });
+            }
+        }
+        let diff = MapDiff::between(&self.shadow, desired);
+        let stats = SyncStats {
+            upserts: diff.endpoints.upsert.len()
+                + diff.ipcache.upsert.len()
+                + diff.policy.upsert.len(),
+            removals: diff.endpoints.remove.len()
+                + diff.ipcache.remove.len()
+                + diff.policy.remove.len(),
+        };
+        if let Err(e) = self.apply(&diff) {
+            // Undo: bring the kernel back to the shadow (best effort), report the first error.
+            let undo = MapDiff::between(desired, &self.shadow);
+            let _ = self.apply_lenient(&undo);
+            return Err(match e {
+                Error::MapFull { map, .. } => Error::MapFull {
+                    map,
+                    wanted: match map {
+                        "endpoints" => desired.endpoints.len(),
+                        "ipcache" => desired.ipcache.len(),
+                        _ => desired.policy.len(),
+                    },
+                    capacity: match map {
+                        "endpoints" => ENDPOINTS_MAX,
+                        "ipcache" => IPCACHE_MAX,
+                        _ => POLICY_MAX,
+                    },
+                },
+                other => other,
+            });
+        }
+        self.shadow = desired.clone();
+        Ok(stats)
+    }
+
+    fn apply(&mut self, d: &MapDiff) -> Result<(), Error> {
+        {
+            let mut m: LpmTrie<_, IpcacheKeyData, IpcacheValue> = self.typed_map_mut("ipcache")?;
+            for (k, v) in &d.ipcache.upsert {
+                m.insert(&Key::new(k.prefixlen, k.addr), v, 0)
+                    .map_err(|e| map_err("ipcache", "insert", e))?;
+            }
+        }
+        {
+            let mut m: LpmTrie<_, PolicyKeyData, PolicyValue> = self.typed_map_mut("policy")?;
+            for (k, v) in &d.policy.upsert {
+                m.insert(&Key::new(k.prefixlen, k.data()), v, 0)
+                    .map_err(|e| map_err("policy", "insert", e))?;
+            }
+            for k in &d.policy.remove {
+                m.remove(&Key::new(k.prefixlen, k.data()))
+                    .map_err(|e| map_err("policy", "remove", e))?;
+            }
+        }
+        {
+            let mut m: HashMap<_, u32, Endpoint> = self.typed_map_mut("endpoints")?;
+            for (k, v) in &d.endpoints.upsert {
+                m.insert(k, v, 0)
+                    .map_err(|e| map_err("endpoints", "insert", e))?;
+            }
+            for k in &d.endpoints.remove {
+                m.remove(k).map_err(|e| map_err("endpoints", "remove", e))?;
+            }
+        }
+        let mut m: LpmTrie<_, IpcacheKeyData, IpcacheValue> = self.typed_map_mut("ipcache")?;
+        for k in &d.ipcache.remove {
+            m.remove(&Key::new(k.prefixlen, k.addr))
+                .map_err(|e| map_err("ipcache", "remove", e))?;
+        }
+        Ok(())
+    }
+
+    fn apply_lenient(&mut self, d: &MapDiff) -> Result<(), Error> {
+        let mut first = Ok(());
+        for one in split(d) {
+            if let Err(e) = self.apply(&one)
+                && first.is_ok()
+            {
+                first = Err(e);
+            }
+        }
+        first
+    }
+
+    /// Counters summed over CPUs, index `reason + 32 * direction`.
+    pub fn counters(&self) -> Result<Vec<Counter>, Error> {
+        let m: PerCpuArray<_, Counter> = self.typed_map("counters")?;
+        let mut out = Vec::with_capacity(COUNTERS as usize);
+        for i in 0..COUNTERS {
+            let per_cpu = m.get(&i, 0).map_err(|e| map_err("counters", "read", e))?;
+            let mut sum = Counter::default();
+            for c in per_cpu.iter() {
+                sum.packets += c.packets;
+                sum.bytes += c.bytes;
+            }
+            out.push(sum);
+        }
+        Ok(out)
+    }
+
+    /// The conntrack table.
+    pub fn conntrack(&self) -> Result<Vec<(CtKey, CtValue)>, Error> {
+        let m: HashMap<_, CtKey, CtValue> = self.typed_map("conntrack")?;
+        m.iter()
+            .map(|kv| kv.map_err(|e| map_err("conntrack", "read", e)))
+            .collect()
+    }
+
+    /// Takes up to `max` events from the ring buffer without waiting.
+    pub fn drain_events(&mut self, max: usize) -> Vec<Event> {
+        let mut out = Vec::new();
+        if let Some(rb) = self.events.as_mut() {
+            while out.len() < max {
+                let Some(item) = rb.next() else { break };
+                if let Some(e) = sys::decode_event(&item) {
+                    out.push(e);
+                }
+            }
+        }
+        out
+    }
+
+    /// Runs one frame through a program with `BPF_PROG_TEST_RUN` (on the loopback device of
+    /// the current network namespace, ifindex 1).
+    pub fn test_run(&self, hook: Hook, frame: &[u8], repeat: u32) -> Result<RunResult, Error> {
+        let prog: &SchedClassifier = self
+            .ebpf
+            .program(hook.program())
+            .ok_or(Error::MissingProgram {
+                program: hook.program(),
+            })?
+            .try_into()
+            .map_err(|e| Error::Program {
+                operation: "lookup",
+                program: hook.program().to_owned(),
+                source: Box::new(e),
+            })?;
+        let mut out = vec![0u8; frame.len() + 256];
+        let r = prog
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                data_out: Some(&mut out),
+                repeat: repeat.max(1),
+                ..TestRunOptions::default()
+            })
+            .map_err(|e| Error::Program {
+                operation: "BPF_PROG_TEST_RUN",
+                program: hook.program().to_owned(),
+                source: Box::new(e),
+            })?;
+        out.truncate(r.data_size_out as usize);
+        Ok(RunResult {
+            code: r.return_value,
+            output: out,
+            duration_ns: r.duration.as_nanos() as u64,
+        })
+    }
+
+    /// Attaches both programs to interface `ifname` (in this thread's network namespace):
+    /// `from_pod` on its ingress hook, `to_pod` on its egress hook, as TCX links. With a pin
+    /// directory the links are pinned under `links/`, and a link already pinned there (from an
+    /// earlier loader) is updated in place to the new program: traffic is never unenforced.
+    pub fn attach(&mut self, ifname: &str) -> Result<(), Error> {
+        for hook in [Hook::FromPod, Hook::ToPod] {
+            let pin = self
+                .pin_dir
+                .as_ref()
+                .map(|d| d.join("links").join(format!("{ifname}-{}", hook.program())));
+            let prog: &mut SchedClassifier = self
+                .ebpf
+                .program_mut(hook.program())
+                .ok_or(Error::MissingProgram {
+                    program: hook.program(),
+                })?
+                .try_into()
+                .map_err(|e| Error::Program {
+                    operation: "lookup",
+                    program: hook.program().to_owned(),
+                    source: Box::new(e),
+                })?;
+            let perr = |operation: &'static str, e: ProgramError| Error::Program {
+                operation,
+                program: hook.program().to_owned(),
+                source: Box::new(e),
+            };
+            if let Some(pin) = &pin
+                && pin.exists()
+            {
+                let old = PinnedLink::from_pin(pin).map_err(|e| Error::Io {
+                    operation: "open pinned link",
+                    path: pin.display().to_string(),
+                    source: io::Error::other(e.to_string()),
+                })?;
+                let link = FdLink::from(old).try_into().map_err(|e| Error::Io {
+                    operation: "open pinned link",
+                    path: pin.display().to_string(),
+                    source: io::Error::other(format!("{e}")),
+                })?;
+                prog.attach_to_link(link).map_err(|e| perr("replace", e))?;
+                continue;
+            }
+            let id = prog
+                .attach_with_options(
+                    ifname,
+                    hook.attach_type(),
+                    TcAttachOptions::TcxOrder(LinkOrder::default()),
+                )
+                .map_err(|e| perr("attach", e))?;
+            if let Some(pin) = pin {
+                let parent = pin.parent().unwrap_or(Path::new("/"));
+                std::fs::create_dir_all(parent).map_err(|e| io_err("mkdir", parent, e))?;
+                let link = prog.take_link(id).map_err(|e| perr("take link", e))?;
+                let fd: FdLink = link.try_into().map_err(|e| Error::Io {
+                    operation: "link fd",
+                    path: ifname.to_owned(),
+                    source: io::Error::other(format!("{e}")),
+                })?;
+                let pinned = fd.pin(&pin).map_err(|e| Error::Io {
+                    operation: "pin link",
+                    path: pin.display().to_string(),
+                    source: io::Error::other(e.to_string()),
+                })?;
+                self.links
+                    .insert((ifname.to_owned(), hook.program()), pinned);
+            }
+        }
+        Ok(())
+    }
+
+    /// Detaches the programs from `ifname` by removing their pinned links (pinned mode). In
+    /// unpinned mode the links go away when the [`Datapath`] is dropped.
+    pub fn detach(&mut self, ifname: &str) -> Result<(), Error> {
+        for hook in [Hook::FromPod, Hook::ToPod] {
+            self.links.remove(&(ifname.to_owned(), hook.program()));
+            if let Some(dir) = &self.pin_dir {
+                let pin = dir
+                    .join("links")
+                    .join(format!("{ifname}-{}", hook.program()));
+                match std::fs::remove_file(&pin) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(io_err("unpin link", &pin, e)),
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Splits a diff into one diff per operation (so that undo goes as far as it can).
+fn split(d: &MapDiff) -> Vec<MapDiff> {
+    let mut out = Vec::new();
+    for u in &d.endpoints.upsert {
+        let mut x = MapDiff::default();
+        x.endpoints.upsert.push(*u);
+        out.push(x);
+    }
+    for r in &d.endpoints.remove {
+        let mut x = MapDiff::default();
+        x.endpoints.remove.push(*r);
+        out.push(x);
+    }
+    for u in &d.ipcache.upsert {
+        let mut x = MapDiff::default();
+        x.ipcache.upsert.push(*u);
+        out.push(x);
+    }
+    for r in &d.ipcache.remove {
+        let mut x = MapDiff::default();
+        x.ipcache.remove.push(*r);
+        out.push(x);
+    }
+    for u in &d.policy.upsert {
+        let mut x = MapDiff::default();
+        x.policy.upsert.push(*u);
+        out.push(x);
+    }
+    for r in &d.policy.remove {
+        let mut x = MapDiff::default();
+        x.policy.remove.push(*r);
+        out.push(x);
+    }
+    out
+}
+
+/// Removes every pinned map and link under `dir` (and `dir` itself when empty).
+pub fn remove_pins(dir: &Path) -> Result<(), Error> {
+    let links = dir.join("links");
+    if links.exists() {
+        for e in std::fs::read_dir(&links).map_err(|e| io_err("readdir", &links, e))? {
+            let e = e.map_err(|e| io_err("readdir", &links, e))?;
+            std::fs::remove_file(e.path()).map_err(|err| io_err("unpin", &e.path(), err))?;
+        }
+        std::fs::remove_dir(&links).map_err(|e| io_err("rmdir", &links, e))?;
+    }
+    for m in MAPS {
+        let p = dir.join(m);
+        match std::fs::remove_file(&p) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_err("unpin", &p, e)),
+        }
+    }
+    match std::fs::remove_dir(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(io_err("rmdir", dir, e)),
+    }
+}

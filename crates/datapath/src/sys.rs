@@ -1,0 +1,144 @@
+//! The only module allowed `unsafe`: plain-data marker impls for aya and the few system calls
+//! the datapath needs (bpffs mount check and mount). Each block says why it is sound.
+#![allow(unsafe_code)]
+
+use std::{ffi::CString, io, path::Path};
+
+use crate::abi::{
+    Config, Counter, CtKey, CtValue, Endpoint, Event, IpcacheValue, PolicyKeyData, PolicyValue,
+};
+
+// SAFETY: every type below is #[repr(C)], Copy, made only of integers and integer arrays, with
+// no padding bytes (checked by `abi_types_have_no_padding`), so any bit pattern is a valid value
+// and the bytes the kernel reads or writes are exactly the fields.
+unsafe impl aya::Pod for Endpoint {}
+// SAFETY: as above.
+unsafe impl aya::Pod for IpcacheValue {}
+// SAFETY: as above.
+unsafe impl aya::Pod for PolicyKeyData {}
+// SAFETY: as above.
+unsafe impl aya::Pod for PolicyValue {}
+// SAFETY: as above.
+unsafe impl aya::Pod for CtKey {}
+// SAFETY: as above.
+unsafe impl aya::Pod for CtValue {}
+// SAFETY: as above.
+unsafe impl aya::Pod for Counter {}
+// SAFETY: as above.
+unsafe impl aya::Pod for Config {}
+
+/// Magic number of the BPF filesystem (`BPF_FS_MAGIC`).
+const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+
+/// Whether `path` is on a BPF filesystem.
+pub(crate) fn is_bpffs(path: &Path) -> io::Result<bool> {
+    let c = CString::new(path.as_os_str().as_encoded_bytes())
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    // SAFETY: an all-zero statfs is a valid value of a plain C struct.
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is a NUL-terminated string alive for the call and `st` is a valid, writable
+    // statfs the kernel fills in.
+    let rc = unsafe { libc::statfs(c.as_ptr(), &mut st) };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    #[allow(clippy::unnecessary_cast)]
+    Ok(st.f_type as i64 == BPF_FS_MAGIC)
+}
+
+/// Mounts a BPF filesystem at `path` (which must exist).
+pub(crate) fn mount_bpffs(path: &Path) -> io::Result<()> {
+    let target = CString::new(path.as_os_str().as_encoded_bytes())
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    let fstype = c"bpf";
+    // SAFETY: all pointers are NUL-terminated strings alive for the call; data is null, which
+    // mount(2) accepts for bpffs.
+    let rc = unsafe {
+        libc::mount(
+            fstype.as_ptr(),
+            target.as_ptr(),
+            fstype.as_ptr(),
+            0,
+            std::ptr::null(),
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// The effective uid of this process.
+pub(crate) fn euid() -> u32 {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() }
+}
+
+/// Size of an [`Event`] record.
+pub(crate) const EVENT_SIZE: usize = std::mem::size_of::<Event>();
+
+/// Decodes an event record; `None` when the record is shorter than an [`Event`].
+pub(crate) fn decode_event(bytes: &[u8]) -> Option<Event> {
+    let b = bytes.get(..EVENT_SIZE)?;
+    let u32_at = |o: usize| u32::from_ne_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]]);
+    let u16_at = |o: usize| u16::from_ne_bytes([b[o], b[o + 1]]);
+    let mut saddr = [0u8; 16];
+    let mut daddr = [0u8; 16];
+    saddr.copy_from_slice(&b[24..40]);
+    daddr.copy_from_slice(&b[40..56]);
+    Some(Event {
+        timestamp_ns: u64::from(u32_at(0)) | (u64::from(u32_at(4)) << 32),
+        ifindex: u32_at(8),
+        endpoint_id: u32_at(12),
+        src_identity: u32_at(16),
+        dst_identity: u32_at(20),
+        saddr,
+        daddr,
+        sport: u16_at(56),
+        dport: u16_at(58),
+        protocol: b[60],
+        family: b[61],
+        direction: b[62],
+        reason: b[63],
+        length: u32_at(64),
+        reserved: u32_at(68),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::abi::{IpcacheKey, Layout, PolicyKey};
+
+    fn no_padding<T: Layout>() {
+        let sum: usize = T::fields().iter().map(|f| f.size).sum();
+        assert_eq!(sum, T::size(), "{} has padding", T::C_NAME);
+    }
+
+    #[test]
+    fn abi_types_have_no_padding() {
+        no_padding::<Endpoint>();
+        no_padding::<IpcacheKey>();
+        no_padding::<IpcacheValue>();
+        no_padding::<PolicyKey>();
+        no_padding::<PolicyValue>();
+        no_padding::<CtKey>();
+        no_padding::<CtValue>();
+        no_padding::<Counter>();
+        no_padding::<Config>();
+        no_padding::<Event>();
+        assert_eq!(std::mem::size_of::<PolicyKeyData>(), 12);
+    }
+
+    #[test]
+    fn event_offsets_match_the_decoder() {
+        let f = Event::fields();
+        let off = |n: &str| f.iter().find(|x| x.name == n).map(|x| x.offset);
+        assert_eq!(off("saddr"), Some(24));
+        assert_eq!(off("sport"), Some(56));
+        assert_eq!(off("reason"), Some(63));
+        assert_eq!(off("length"), Some(64));
+        assert_eq!(EVENT_SIZE, 72);
+        assert_eq!(decode_event(&[0u8; 71]), None);
+    }
+}
