@@ -335,7 +335,7 @@ fn same_family(a: IpAddr, b: IpAddr) -> bool {
 struct Choice {
     state: ServiceState,
     terminating_fallback: bool,
-    /// (id, key, weight), sorted by id.
+    /// (id, key, weight), sorted by key.
     backends: Vec<(BackendId, BackendKey, u16)>,
 }
 
@@ -406,7 +406,8 @@ impl LoadBalancer {
         let old_keys = old_record.map(|r| r.backend_keys()).unwrap_or_default();
         let new_keys = record.backend_keys();
 
-        // Identifiers, undone on failure.
+        // Identifiers, undone on failure by restoring the pools.
+        let pools = (self.backend_pool.clone(), self.rev_nat_pool.clone());
         let mut new_backend_ids: Vec<(BackendKey, BackendId)> = Vec::new();
         let mut new_rev_nat: Vec<(Frontend, RevNatId)> = Vec::new();
         let allocated = (|| -> Result<()> {
@@ -429,16 +430,8 @@ impl LoadBalancer {
             }
             Ok(())
         })();
-        let undo = |this: &mut Self, b: &[(BackendKey, BackendId)], r: &[(Frontend, RevNatId)]| {
-            for (_, id) in b {
-                this.backend_pool.give_back(id.0);
-            }
-            for (_, id) in r {
-                this.rev_nat_pool.give_back(u32::from(id.0));
-            }
-        };
         if let Err(e) = allocated {
-            undo(self, &new_backend_ids, &new_rev_nat);
+            (self.backend_pool, self.rev_nat_pool) = pools;
             return Err(e);
         }
         let id_of_new: HashMap<BackendKey, BackendId> = new_backend_ids.iter().copied().collect();
@@ -458,7 +451,7 @@ impl LoadBalancer {
         let partial = match self.build_entries(&record, &backend_id, &rev_nat_id) {
             Ok(p) => p,
             Err(e) => {
-                undo(self, &new_backend_ids, &new_rev_nat);
+                (self.backend_pool, self.rev_nat_pool) = pools;
                 return Err(e);
             }
         };
@@ -775,7 +768,9 @@ impl LoadBalancer {
             .into_iter()
             .filter_map(|(k, a)| Some((backend_id(&k)?, k, a.weight)))
             .collect();
-        backends.sort_unstable();
+        // Slot order follows the backends' keys, not their ids, so the slots (and a weighted
+        // random pick) depend only on the backend set, like the Maglev table.
+        backends.sort_unstable_by_key(|(_, key, _)| *key);
         Choice {
             state: ServiceState::Ready,
             terminating_fallback,
