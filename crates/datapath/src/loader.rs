@@ -655,3 +655,8 @@ pub fn remove_pins(dir: &Path) -> Result<(), Error> {
         Err(e) => Err(io_err("rmdir", dir, e)),
     }
 }
+
+/// `CLOCK_MONOTONIC` in nanoseconds: the clock of `bpf_ktime_get_ns`, for feeding the twin.
+pub fn monotonic_ns() -> u64 {
+    sys::monotonic_ns()
+}

@@ -370,6 +370,11 @@ impl Twin {
         &self.counters
     }
 
+    /// Adds conntrack entries (e.g. read back from the kernel).
+    pub fn load_conntrack(&mut self, entries: impl IntoIterator<Item = (CtKey, CtValue)>) {
+        self.conntrack.extend(entries);
+    }
+
     /// The conntrack table.
     pub fn conntrack(&self) -> &HashMap<CtKey, CtValue> {
         &self.conntrack
