@@ -469,22 +469,26 @@ static __always_inline int decide(struct __sk_buff *skb, __u32 dir)
 		}
 	}
 
-	if (ep->flags & (dir == STRATA_DIR_EGRESS ? STRATA_EP_ENFORCE_EGRESS :
-						      STRATA_EP_ENFORCE_INGRESS)) {
+	/* Two lookups whatever the number of rules; deny wins, then allow, then the default of
+	 * the direction (deny when enforced). */
+	{
 		__u32 v1 = policy_verdict(ep->endpoint_id, peer, dir, &p);
 		__u32 v2 = policy_verdict(ep->endpoint_id, 0, dir, &p);
+		__u32 enforce = dir == STRATA_DIR_EGRESS ? STRATA_EP_ENFORCE_EGRESS :
+							   STRATA_EP_ENFORCE_INGRESS;
 
 		if (v1 == STRATA_VERDICT_DENY || v2 == STRATA_VERDICT_DENY) {
 			reason = STRATA_REASON_DROP_POLICY_DENY;
 			goto drop;
 		}
-		if (v1 != STRATA_VERDICT_ALLOW && v2 != STRATA_VERDICT_ALLOW) {
+		if (v1 == STRATA_VERDICT_ALLOW || v2 == STRATA_VERDICT_ALLOW) {
+			reason = STRATA_REASON_ALLOW_POLICY;
+		} else if (ep->flags & enforce) {
 			reason = STRATA_REASON_DROP_POLICY_DEFAULT;
 			goto drop;
+		} else {
+			reason = STRATA_REASON_ALLOW_UNENFORCED;
 		}
-		reason = STRATA_REASON_ALLOW_POLICY;
-	} else {
-		reason = STRATA_REASON_ALLOW_UNENFORCED;
 	}
 
 	/* Track the forward direction. */

@@ -68,7 +68,7 @@ pub enum Reason {
     AllowCtReply = 1,
     /// ICMP error about a tracked connection.
     AllowCtRelated = 2,
-    /// The endpoint's policy is not enforced in this direction.
+    /// No entry matched and the endpoint is not isolated in this direction.
     AllowUnenforced = 3,
     /// IPv6 neighbour discovery, always allowed.
     AllowNdp = 4,

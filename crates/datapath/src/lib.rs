@@ -36,6 +36,7 @@ pub mod loader;
 pub mod packet;
 pub mod state;
 mod sys;
+pub mod translate;
 pub mod twin;
 
 pub use error::Error;

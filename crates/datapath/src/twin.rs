@@ -511,16 +511,15 @@ impl Twin {
         } else {
             EP_ENFORCE_INGRESS
         };
-        let reason = if ep.flags & enforce != 0 {
-            let v1 = self.policy_verdict(ep.endpoint_id, peer, dir, &p);
-            let v2 = self.policy_verdict(ep.endpoint_id, 0, dir, &p);
-            if v1 == VERDICT_DENY || v2 == VERDICT_DENY {
-                return (Reason::DropPolicyDeny, p, peer, Some(ep));
-            }
-            if v1 != VERDICT_ALLOW && v2 != VERDICT_ALLOW {
-                return (Reason::DropPolicyDefault, p, peer, Some(ep));
-            }
+        let v1 = self.policy_verdict(ep.endpoint_id, peer, dir, &p);
+        let v2 = self.policy_verdict(ep.endpoint_id, 0, dir, &p);
+        if v1 == VERDICT_DENY || v2 == VERDICT_DENY {
+            return (Reason::DropPolicyDeny, p, peer, Some(ep));
+        }
+        let reason = if v1 == VERDICT_ALLOW || v2 == VERDICT_ALLOW {
             Reason::AllowPolicy
+        } else if ep.flags & enforce != 0 {
+            return (Reason::DropPolicyDefault, p, peer, Some(ep));
         } else {
             Reason::AllowUnenforced
         };
