@@ -2,6 +2,7 @@
 //!
 //! Each subcommand lives in a module of its own; this file only parses and dispatches.
 
+mod bgp;
 mod demo;
 mod ipam;
 
@@ -36,6 +37,8 @@ enum Command {
     Demo(demo::Args),
     /// Node-local IP address management: carve, alloc, release, reserve, list.
     Ipam(ipam::Args),
+    /// BGP speaker and message decoder.
+    Bgp(bgp::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -43,6 +46,7 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Demo(args) => demo::run(args),
         Command::Ipam(args) => ipam::run(args),
+        Command::Bgp(args) => bgp::run(args),
     };
     match result {
         Ok(code) => code,

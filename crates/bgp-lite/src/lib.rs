@@ -2,7 +2,9 @@
 #![deny(missing_docs)]
 
 pub mod error;
+pub mod rib;
 pub mod session;
+pub mod speaker;
 pub mod wire;
 
 pub use error::{Action, DecodeError, EncodeError, Error};

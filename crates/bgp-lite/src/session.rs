@@ -170,7 +170,8 @@ pub enum Input<'a> {
         /// Cease subcode (RFC 4486).
         subcode: u8,
     },
-    /// A TCP connection to the peer is up (outgoing completed or incoming accepted).
+    /// A TCP connection to the peer is up (outgoing completed or incoming accepted). In Idle
+    /// this also starts the session (the shell accepted a connection for it).
     Connected,
     /// The connection attempt failed or the connection closed.
     ConnectionFailed,
@@ -278,7 +279,11 @@ impl Session {
                 self.state = State::Idle;
             }
             Input::Connected => match self.state {
-                State::Connect | State::Active => {
+                // An accepted connection while Idle is an automatic start with passive TCP
+                // establishment (RFC 4271 event 5) followed by the connection.
+                State::Idle | State::Connect | State::Active => {
+                    self.stopped = false;
+                    self.idle_hold = None;
                     self.connect_retry = None;
                     let open = self.config.open();
                     self.send(&Message::Open(open));
@@ -553,10 +558,7 @@ impl Session {
             );
         }
         if open.router_id == self.config.router_id || open.router_id.is_unspecified() {
-            return self.fail(
-                now,
-                DecodeError::BadIdentifier { id: open.router_id },
-            );
+            return self.fail(now, DecodeError::BadIdentifier { id: open.router_id });
         }
         let hold_time = open.hold_time.min(self.config.hold_time);
         let theirs = open.families();

@@ -1528,7 +1528,11 @@ fn write_attribute_value(a: &PathAttribute, o: &mut dyn Out, opts: Options) {
             if opts.four_octet_as {
                 o.put(&ag.asn.to_be_bytes());
             } else {
-                o.put(&u16::try_from(ag.asn).unwrap_or(AS_TRANS as u16).to_be_bytes());
+                o.put(
+                    &u16::try_from(ag.asn)
+                        .unwrap_or(AS_TRANS as u16)
+                        .to_be_bytes(),
+                );
             }
             o.put(&ag.address.octets());
         }
@@ -1599,9 +1603,10 @@ fn parse_update(
     let list = |what, offset| DecodeError::MalformedAttributeList { what, offset };
     let wlen = r.u16().ok_or(list("withdrawn length", r.offset()))?;
     let wbase = r.offset();
-    let wbytes = r
-        .take(usize::from(wlen))
-        .ok_or(list("withdrawn routes length overruns the message", wbase - 2))?;
+    let wbytes = r.take(usize::from(wlen)).ok_or(list(
+        "withdrawn routes length overruns the message",
+        wbase - 2,
+    ))?;
     let alen_at = r.offset();
     let alen = r
         .u16()
@@ -1990,14 +1995,20 @@ pub fn pack_announcements(
                     nlri: std::mem::take(chunk),
                 }));
             } else {
-                u.nlri = chunk.drain(..).filter_map(|p| match p {
-                    IpNet::V4(p) => Some(p),
-                    IpNet::V6(_) => None,
-                }).collect();
+                u.nlri = chunk
+                    .drain(..)
+                    .filter_map(|p| match p {
+                        IpNet::V4(p) => Some(p),
+                        IpNet::V6(_) => None,
+                    })
+                    .collect();
             }
             out.push(u);
         };
-        for p in prefixes.iter().filter(|p| matches!(p, IpNet::V6(_)) == family_v6) {
+        for p in prefixes
+            .iter()
+            .filter(|p| matches!(p, IpNet::V6(_)) == family_v6)
+        {
             let size = 1 + usize::from(p.prefix_len()).div_ceil(8);
             if used + size > budget {
                 flush(&mut chunk, &mut out);
@@ -2044,7 +2055,10 @@ pub fn pack_withdrawals(prefixes: &[IpNet], max_len: usize) -> Vec<Update> {
                 });
             }
         };
-        for p in prefixes.iter().filter(|p| matches!(p, IpNet::V6(_)) == family_v6) {
+        for p in prefixes
+            .iter()
+            .filter(|p| matches!(p, IpNet::V6(_)) == family_v6)
+        {
             let size = 1 + usize::from(p.prefix_len()).div_ceil(8);
             if used + size > budget {
                 flush(&mut chunk, &mut out);

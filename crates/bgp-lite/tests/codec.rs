@@ -32,7 +32,10 @@ fn check_vector(bytes: &[u8], value: &Message, opts: Options) {
     let n = value.emit(&mut buf, opts).unwrap();
     assert_eq!(n, bytes.len());
     assert_eq!(&buf[..n], bytes);
-    assert!(buf[n..].iter().all(|b| *b == 0xa5), "emit wrote past its length");
+    assert!(
+        buf[n..].iter().all(|b| *b == 0xa5),
+        "emit wrote past its length"
+    );
     // Too short a buffer is an error, not a panic.
     assert!(value.emit(&mut buf[..n - 1], opts).is_err());
     for cut in 0..bytes.len() {
@@ -290,7 +293,10 @@ fn open_errors_map_to_notifications() {
     assert_eq!(code_of(&open(4, 2, [1, 1, 1, 1], &[]), o), (2, 6));
     assert_eq!(code_of(&open(4, 90, [0, 0, 0, 0], &[]), o), (2, 3));
     assert_eq!(code_of(&open(4, 90, [1, 1, 1, 1], &[1, 0]), o), (2, 4));
-    assert_eq!(code_of(&open(4, 90, [1, 1, 1, 1], &[2, 4, 65, 3, 0, 0]), o), (2, 0));
+    assert_eq!(
+        code_of(&open(4, 90, [1, 1, 1, 1], &[2, 4, 65, 3, 0, 0]), o),
+        (2, 0)
+    );
     assert_eq!(code_of(&open(4, 90, [1, 1, 1, 1], &[2, 9]), o), (2, 0));
     // Unknown capabilities are preserved.
     let d = Message::parse(&open(4, 0, [1, 1, 1, 1], &[2, 3, 200, 1, 7]), o).unwrap();
@@ -336,14 +342,32 @@ fn rfc7606_treat_as_withdraw() {
         ([&[0x40, 1, 2, 0, 0][..], &PATH, &NH].concat(), (3, 5)),
         ([&ORIGIN[..], &[0x40, 2, 2, 2, 0], &NH].concat(), (3, 11)),
         ([&ORIGIN[..], &[0x40, 2, 3, 9, 1, 0], &NH].concat(), (3, 11)),
-        ([&ORIGIN[..], &PATH, &[0x40, 3, 4, 0, 0, 0, 0]].concat(), (3, 8)),
-        ([&ORIGIN[..], &PATH, &[0x40, 3, 4, 224, 0, 0, 1]].concat(), (3, 8)),
+        (
+            [&ORIGIN[..], &PATH, &[0x40, 3, 4, 0, 0, 0, 0]].concat(),
+            (3, 8),
+        ),
+        (
+            [&ORIGIN[..], &PATH, &[0x40, 3, 4, 224, 0, 0, 1]].concat(),
+            (3, 8),
+        ),
         ([&ORIGIN[..], &PATH].concat(), (3, 3)),
-        ([&ORIGIN[..], &PATH, &NH, &[0x80, 4, 3, 0, 0, 1]].concat(), (3, 5)),
-        ([&ORIGIN[..], &PATH, &NH, &[0xc0, 8, 3, 0, 0, 1]].concat(), (3, 5)),
-        ([&ORIGIN[..], &PATH, &NH, &[0xc0, 32, 4, 0, 0, 0, 1]].concat(), (3, 5)),
+        (
+            [&ORIGIN[..], &PATH, &NH, &[0x80, 4, 3, 0, 0, 1]].concat(),
+            (3, 5),
+        ),
+        (
+            [&ORIGIN[..], &PATH, &NH, &[0xc0, 8, 3, 0, 0, 1]].concat(),
+            (3, 5),
+        ),
+        (
+            [&ORIGIN[..], &PATH, &NH, &[0xc0, 32, 4, 0, 0, 0, 1]].concat(),
+            (3, 5),
+        ),
         ([&[0xc0, 1, 1, 0][..], &PATH, &NH].concat(), (3, 4)),
-        ([&ORIGIN[..], &PATH, &NH, &[0x40, 4, 4, 0, 0, 0, 1]].concat(), (3, 4)),
+        (
+            [&ORIGIN[..], &PATH, &NH, &[0x40, 4, 4, 0, 0, 0, 1]].concat(),
+            (3, 4),
+        ),
         ([&ORIGIN[..], &PATH, &NH, &[0x40, 4, 9]].concat(), (3, 5)),
     ];
     for (attrs, code) in cases {
@@ -358,10 +382,10 @@ fn rfc7606_treat_as_withdraw() {
 fn rfc7606_attribute_discard() {
     let base = [&ORIGIN[..], &PATH, &NH].concat();
     for extra in [
-        &[0x40, 6, 1, 0][..],                 // ATOMIC_AGGREGATE with a value
-        &[0xc0, 7, 5, 0, 1, 1, 1, 1][..],     // AGGREGATOR of 5 bytes
-        &[0xc0, 17, 3, 2, 1, 0][..],          // AS4_PATH malformed
-        &[0x40, 1, 1, 1][..],                 // a second ORIGIN
+        &[0x40, 6, 1, 0][..],             // ATOMIC_AGGREGATE with a value
+        &[0xc0, 7, 5, 0, 1, 1, 1, 1][..], // AGGREGATOR of 5 bytes
+        &[0xc0, 17, 3, 2, 1, 0][..],      // AS4_PATH malformed
+        &[0x40, 1, 1, 1][..],             // a second ORIGIN
     ] {
         let (action, _, u) = issue_of(&[&base[..], extra].concat());
         assert_eq!(action, Action::AttributeDiscard, "{extra:?}");
@@ -375,7 +399,10 @@ fn rfc7606_attribute_discard() {
 fn rfc7606_session_reset() {
     let base = [&ORIGIN[..], &PATH, &NH].concat();
     // Unrecognized well-known attribute.
-    let e = Message::parse(&update_with(&[&base[..], &[0x40, 99, 0]].concat()), Options::MODERN);
+    let e = Message::parse(
+        &update_with(&[&base[..], &[0x40, 99, 0]].concat()),
+        Options::MODERN,
+    );
     assert_eq!(e.unwrap_err().code(), (3, 2));
     // Malformed MP_REACH_NLRI.
     let e = Message::parse(
@@ -425,7 +452,13 @@ fn packing_fits_the_size_limit() {
     let prefixes: Vec<IpNet> = (0..3000u32)
         .map(|i| IpNet::V4(Ipv4Net::new(Ipv4Addr::from(0x0a00_0000 + (i << 8)), 24).unwrap()))
         .chain((0..500u32).map(|i| {
-            IpNet::V6(Ipv6Net::new(Ipv6Addr::from(0x2001_0db8u128 << 96 | (i as u128) << 64), 64).unwrap())
+            IpNet::V6(
+                Ipv6Net::new(
+                    Ipv6Addr::from(0x2001_0db8u128 << 96 | (i as u128) << 64),
+                    64,
+                )
+                .unwrap(),
+            )
         }))
         .collect();
     let nh = NextHop::V6 {
@@ -435,7 +468,9 @@ fn packing_fits_the_size_limit() {
     let updates = pack_announcements(&attrs, &prefixes, Some(nh), Options::MODERN, 4096).unwrap();
     let mut seen = Vec::new();
     for u in &updates {
-        let bytes = Message::Update(u.clone()).to_bytes(Options::MODERN).unwrap();
+        let bytes = Message::Update(u.clone())
+            .to_bytes(Options::MODERN)
+            .unwrap();
         assert!(bytes.len() <= 4096);
         seen.extend(u.announced());
     }
@@ -443,7 +478,13 @@ fn packing_fits_the_size_limit() {
     let w = pack_withdrawals(&prefixes, 4096);
     let mut seen = Vec::new();
     for u in &w {
-        assert!(Message::Update(u.clone()).to_bytes(Options::MODERN).unwrap().len() <= 4096);
+        assert!(
+            Message::Update(u.clone())
+                .to_bytes(Options::MODERN)
+                .unwrap()
+                .len()
+                <= 4096
+        );
         seen.extend(u.withdrawn_all());
     }
     assert_eq!(seen, prefixes);
@@ -457,13 +498,20 @@ fn too_long_messages_are_encode_errors() {
             .collect(),
         ..Update::default()
     };
-    assert!(Message::Update(u.clone()).to_bytes(Options::MODERN).is_err());
+    assert!(
+        Message::Update(u.clone())
+            .to_bytes(Options::MODERN)
+            .is_err()
+    );
     let opts = Options {
         extended_message: true,
         ..Options::MODERN
     };
     let bytes = Message::Update(u.clone()).to_bytes(opts).unwrap();
-    assert_eq!(Message::parse(&bytes, opts).unwrap().message, Message::Update(u));
+    assert_eq!(
+        Message::parse(&bytes, opts).unwrap().message,
+        Message::Update(u)
+    );
 }
 
 // --- proptest -------------------------------------------------------------------------------
@@ -509,15 +557,36 @@ fn update(four: bool) -> impl Strategy<Value = Update> {
         prop::option::of(any::<u32>()),
         prop::option::of(any::<u32>()),
         any::<bool>(),
-        (prop::option::of((any::<u32>(), any::<u32>())),
-        prop::collection::vec(any::<u32>(), 0..10)),
+        (
+            prop::option::of((any::<u32>(), any::<u32>())),
+            prop::collection::vec(any::<u32>(), 0..10),
+        ),
         prop::collection::vec((any::<u32>(), any::<u32>(), any::<u32>()), 0..5),
-        prop::option::of((prop::collection::vec(v6net(), 0..10), any::<u128>(), prop::option::of(any::<u128>()))),
-        (prop::collection::vec(v6net(), 0..10),
-        prop::option::of(prop::collection::vec(any::<u8>(), 0..300))),
+        prop::option::of((
+            prop::collection::vec(v6net(), 0..10),
+            any::<u128>(),
+            prop::option::of(any::<u128>()),
+        )),
+        (
+            prop::collection::vec(v6net(), 0..10),
+            prop::option::of(prop::collection::vec(any::<u8>(), 0..300)),
+        ),
     )
         .prop_map(
-            move |(w, n, origin, path, nh, med, lp, atomic, (agg, comms), large, reach, (unreach, unknown))| {
+            move |(
+                w,
+                n,
+                origin,
+                path,
+                nh,
+                med,
+                lp,
+                atomic,
+                (agg, comms),
+                large,
+                reach,
+                (unreach, unknown),
+            )| {
                 let mut attributes = vec![
                     PathAttribute::Origin(origin),
                     PathAttribute::AsPath(path),
@@ -534,28 +603,54 @@ fn update(four: bool) -> impl Strategy<Value = Update> {
                 }
                 if let Some((asn, a)) = agg {
                     let asn = if four { asn } else { asn & 0xffff };
-                    attributes.push(PathAttribute::Aggregator(Aggregator { asn, address: Ipv4Addr::from(a) }));
+                    attributes.push(PathAttribute::Aggregator(Aggregator {
+                        asn,
+                        address: Ipv4Addr::from(a),
+                    }));
                 }
                 if !comms.is_empty() {
-                    attributes.push(PathAttribute::Communities(comms.into_iter().map(Community).collect()));
+                    attributes.push(PathAttribute::Communities(
+                        comms.into_iter().map(Community).collect(),
+                    ));
                 }
                 if let Some((nlri, g, ll)) = reach {
                     attributes.push(PathAttribute::MpReach(MpReach {
                         family: AddressFamily::IPV6_UNICAST,
-                        next_hop: NextHop::V6 { global: Ipv6Addr::from(g), link_local: ll.map(Ipv6Addr::from) },
+                        next_hop: NextHop::V6 {
+                            global: Ipv6Addr::from(g),
+                            link_local: ll.map(Ipv6Addr::from),
+                        },
                         nlri,
                     }));
                 }
-                attributes.push(PathAttribute::MpUnreach(MpUnreach { family: AddressFamily::IPV6_UNICAST, withdrawn: unreach }));
+                attributes.push(PathAttribute::MpUnreach(MpUnreach {
+                    family: AddressFamily::IPV6_UNICAST,
+                    withdrawn: unreach,
+                }));
                 if !large.is_empty() {
                     attributes.push(PathAttribute::LargeCommunities(
-                        large.into_iter().map(|(global, local1, local2)| LargeCommunity { global, local1, local2 }).collect(),
+                        large
+                            .into_iter()
+                            .map(|(global, local1, local2)| LargeCommunity {
+                                global,
+                                local1,
+                                local2,
+                            })
+                            .collect(),
                     ));
                 }
                 if let Some(value) = unknown {
-                    attributes.push(PathAttribute::Unknown(UnknownAttribute { flags: 0xe0, code: 201, value }));
+                    attributes.push(PathAttribute::Unknown(UnknownAttribute {
+                        flags: 0xe0,
+                        code: 201,
+                        value,
+                    }));
                 }
-                Update { withdrawn: w, attributes, nlri: n }
+                Update {
+                    withdrawn: w,
+                    attributes,
+                    nlri: n,
+                }
             },
         )
 }
@@ -568,23 +663,56 @@ fn capability() -> impl Strategy<Value = Capability> {
         Just(Capability::ExtendedMessage),
         Just(Capability::EnhancedRouteRefresh),
         any::<u32>().prop_map(Capability::FourOctetAs),
-        (0u8..16, 0u16..4096, prop::collection::vec((family.clone(), any::<u8>()), 0..4))
-            .prop_map(|(flags, restart_time, families)| Capability::GracefulRestart(GracefulRestart { flags, restart_time, families })),
+        (
+            0u8..16,
+            0u16..4096,
+            prop::collection::vec((family.clone(), any::<u8>()), 0..4)
+        )
+            .prop_map(
+                |(flags, restart_time, families)| Capability::GracefulRestart(GracefulRestart {
+                    flags,
+                    restart_time,
+                    families
+                })
+            ),
         prop::collection::vec((family, any::<u8>()), 0..4).prop_map(Capability::AddPath),
-        (71u8..=255, prop::collection::vec(any::<u8>(), 0..8)).prop_map(|(code, value)| Capability::Unknown { code, value }),
+        (71u8..=255, prop::collection::vec(any::<u8>(), 0..8))
+            .prop_map(|(code, value)| Capability::Unknown { code, value }),
     ]
 }
 
 fn message() -> impl Strategy<Value = Message> {
     prop_oneof![
         Just(Message::Keepalive),
-        (any::<u16>(), prop_oneof![Just(0u16), 3u16..], 1u32.., prop::collection::vec(capability(), 0..8))
-            .prop_map(|(my_as, hold_time, id, capabilities)| Message::Open(Open { my_as, hold_time, router_id: Ipv4Addr::from(id), capabilities })),
+        (
+            any::<u16>(),
+            prop_oneof![Just(0u16), 3u16..],
+            1u32..,
+            prop::collection::vec(capability(), 0..8)
+        )
+            .prop_map(|(my_as, hold_time, id, capabilities)| Message::Open(Open {
+                my_as,
+                hold_time,
+                router_id: Ipv4Addr::from(id),
+                capabilities
+            })),
         update(true).prop_map(Message::Update),
-        (any::<u8>(), any::<u8>(), prop::collection::vec(any::<u8>(), 0..100))
-            .prop_map(|(code, subcode, data)| Message::Notification(Notification { code, subcode, data })),
-        (any::<u16>(), any::<u8>(), any::<u8>())
-            .prop_map(|(afi, subtype, safi)| Message::RouteRefresh(RouteRefresh { family: AddressFamily { afi, safi }, subtype })),
+        (
+            any::<u8>(),
+            any::<u8>(),
+            prop::collection::vec(any::<u8>(), 0..100)
+        )
+            .prop_map(|(code, subcode, data)| Message::Notification(Notification {
+                code,
+                subcode,
+                data
+            })),
+        (any::<u16>(), any::<u8>(), any::<u8>()).prop_map(|(afi, subtype, safi)| {
+            Message::RouteRefresh(RouteRefresh {
+                family: AddressFamily { afi, safi },
+                subtype,
+            })
+        }),
     ]
 }
 
