@@ -170,6 +170,7 @@ enum Command {
 pub struct Speaker {
     commands: mpsc::UnboundedSender<Command>,
     task: Option<JoinHandle<()>>,
+    listener: Option<JoinHandle<()>>,
     listen: Option<SocketAddr>,
 }
 
@@ -198,6 +199,7 @@ impl Speaker {
         }
         let (internal_tx, internal_rx) = mpsc::unbounded_channel();
         let mut listen = None;
+        let mut listener_task = None;
         if let Some(addr) = config.listen {
             let listener = TcpListener::bind(addr).await.map_err(|source| Error::Io {
                 what: format!("cannot listen on {addr}"),
@@ -208,13 +210,13 @@ impl Speaker {
                 source,
             })?);
             let tx = internal_tx.clone();
-            tokio::spawn(async move {
+            listener_task = Some(tokio::spawn(async move {
                 while let Ok((stream, peer)) = listener.accept().await {
                     if tx.send(Internal::Accepted(stream, peer)).is_err() {
                         break;
                     }
                 }
-            });
+            }));
         }
         let (cmd_tx, cmd_rx) = mpsc::unbounded_channel();
         let (event_tx, event_rx) = mpsc::unbounded_channel();
@@ -262,6 +264,7 @@ impl Speaker {
             Speaker {
                 commands: cmd_tx,
                 task: Some(task),
+                listener: listener_task,
                 listen,
             },
             event_rx,
@@ -321,6 +324,9 @@ impl Speaker {
         self.commands
             .send(Command::Shutdown(tx))
             .map_err(|_| Error::Closed)?;
+        if let Some(listener) = self.listener.take() {
+            listener.abort();
+        }
         let _ = rx.await;
         if let Some(task) = self.task.take() {
             let _ = task.await;
@@ -331,6 +337,9 @@ impl Speaker {
 
 impl Drop for Speaker {
     fn drop(&mut self) {
+        if let Some(listener) = self.listener.take() {
+            listener.abort();
+        }
         if let Some(task) = self.task.take() {
             task.abort();
         }
@@ -369,6 +378,11 @@ struct Conn {
 impl Conn {
     fn close(self) {
         let _ = self.tx.send(WriterMsg::Close);
+    }
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
         self.reader.abort();
     }
 }
