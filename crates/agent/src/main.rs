@@ -5,6 +5,7 @@
 mod bgp;
 mod demo;
 mod ipam;
+mod lb;
 
 use clap::{Parser, Subcommand};
 
@@ -37,6 +38,8 @@ enum Command {
     Demo(demo::Args),
     /// Node-local IP address management: carve, alloc, release, reserve, list.
     Ipam(ipam::Args),
+    /// Service load balancing: Maglev tables, services from manifests, backend selection.
+    Lb(lb::Args),
     /// BGP speaker and message decoder.
     Bgp(bgp::Args),
 }
@@ -46,6 +49,7 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Demo(args) => demo::run(args),
         Command::Ipam(args) => ipam::run(args),
+        Command::Lb(args) => lb::run(args),
         Command::Bgp(args) => bgp::run(args),
     };
     match result {
