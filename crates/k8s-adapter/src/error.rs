@@ -67,4 +67,14 @@ pub enum Error {
         /// What is wrong with it.
         reason: String,
     },
+    /// The objects are individually valid but the policy model rejects them together (for
+    /// example two pods with the same IP address).
+    #[error("{location}: {source}")]
+    Policy {
+        /// The object that could not be added.
+        location: Box<Location>,
+        /// The policy crate's error.
+        #[source]
+        source: strata_policy::Error,
+    },
 }
