@@ -1,7 +1,9 @@
 //! The node-local allocator: a pure core that plans every mutation as a [`Change`] and applies
 //! it only when told to (see [`crate::Ipam`] for the durable shell).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use rustc_hash::FxHashMap as HashMap;
 use std::net::IpAddr;
 use std::time::{Duration, SystemTime};
 
@@ -126,10 +128,10 @@ impl Allocator {
         Ok(Allocator {
             config,
             pools,
-            by_owner: HashMap::new(),
-            by_addr: HashMap::new(),
+            by_owner: HashMap::default(),
+            by_addr: HashMap::default(),
             quarantine: BTreeMap::new(),
-            quarantined: HashMap::new(),
+            quarantined: HashMap::default(),
         })
     }
 
@@ -203,15 +205,12 @@ impl Allocator {
             .find_map(|(p, pool)| pool.index_of(addr).map(|i| (p, i)))
     }
 
-    fn families(&self) -> Vec<Family> {
-        let mut families: Vec<Family> = self
-            .pools
-            .iter()
-            .map(|p| Family::of(p.cidr().network()))
-            .collect();
-        families.sort();
-        families.dedup();
-        families
+    fn families(&self) -> impl Iterator<Item = Family> + '_ {
+        [Family::V4, Family::V6].into_iter().filter(|f| {
+            self.pools
+                .iter()
+                .any(|p| Family::of(p.cidr().network()) == *f)
+        })
     }
 
     fn duplicate_owner(&self, owner: &Owner) -> Result<()> {
@@ -229,7 +228,7 @@ impl Allocator {
     /// let expired ones go.
     pub fn plan_allocate(&self, owner: &Owner) -> Result<(Change, Allocation)> {
         self.duplicate_owner(owner)?;
-        let mut change = Change::default();
+        let mut change = Change::with_capacity(4);
         let mut addrs = Vec::new();
         for family in self.families() {
             let mut found = None;
@@ -380,7 +379,7 @@ impl Allocator {
                 owner: owner.clone(),
             })?;
         let released_at_ms = epoch_ms(now);
-        let mut change = Change::default();
+        let mut change = Change::with_capacity(4);
         let mut seq = self.next_seq();
         let mut fixed = None;
         let mut entering = 0usize;
@@ -427,7 +426,11 @@ impl Allocator {
             Quarantine::Off => self.quarantine.values().map(|(a, _)| *a).collect(),
             Quarantine::Releases(limit) => {
                 let excess = self.quarantine.len().saturating_sub(limit);
-                self.quarantine.values().take(excess).map(|(a, _)| *a).collect()
+                self.quarantine
+                    .values()
+                    .take(excess)
+                    .map(|(a, _)| *a)
+                    .collect()
             }
             Quarantine::Duration(hold) => {
                 let now_ms = epoch_ms(now);

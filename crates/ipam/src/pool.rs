@@ -142,10 +142,12 @@ impl Pool {
 
     /// The index of `addr` inside the pool, if it is inside.
     pub fn index_of(&self, addr: IpAddr) -> Option<u64> {
-        if !self.cidr.contains(&addr) {
-            return None;
-        }
-        Some((to_u128(addr) - self.base) as u64)
+        let same_family = matches!(
+            (addr, self.cidr),
+            (IpAddr::V4(_), IpNet::V4(_)) | (IpAddr::V6(_), IpNet::V6(_))
+        );
+        let offset = to_u128(addr).wrapping_sub(self.base);
+        (same_family && offset < u128::from(self.size)).then_some(offset as u64)
     }
 
     /// The address at `index` (which must be below [`Pool::size`]).

@@ -149,6 +149,12 @@ impl Change {
         self.ops.is_empty()
     }
 
+    pub(crate) fn with_capacity(ops: usize) -> Change {
+        Change {
+            ops: Vec::with_capacity(ops),
+        }
+    }
+
     pub(crate) fn put(&mut self, record: Record) {
         self.ops.push(Op::Put(record));
     }
