@@ -33,6 +33,7 @@ pub mod abi;
 pub mod btf;
 mod error;
 pub mod loader;
+pub mod netns;
 pub mod packet;
 pub mod state;
 mod sys;

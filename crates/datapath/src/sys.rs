@@ -85,6 +85,83 @@ pub(crate) fn monotonic_ns() -> u64 {
     (ts.tv_sec as u64) * 1_000_000_000 + ts.tv_nsec as u64
 }
 
+fn cstring(path: &Path) -> io::Result<CString> {
+    CString::new(path.as_os_str().as_encoded_bytes())
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))
+}
+
+/// Creates a named network namespace: an empty file at `path` on which a fresh namespace is
+/// bind-mounted (what `ip netns add` does). The calling thread is not moved.
+pub(crate) fn create_netns(path: &Path) -> io::Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(path)?;
+    let target = cstring(path)?;
+    let result = std::thread::scope(|s| {
+        s.spawn(|| -> io::Result<()> {
+            // SAFETY: unshare has no memory preconditions; it only moves this short-lived
+            // thread into a new network namespace (allowed in a multi-threaded process).
+            if unsafe { libc::unshare(libc::CLONE_NEWNET) } != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            let source = c"/proc/thread-self/ns/net";
+            // SAFETY: NUL-terminated strings alive for the call; null fstype and data are
+            // accepted for a bind mount.
+            let rc = unsafe {
+                libc::mount(
+                    source.as_ptr(),
+                    target.as_ptr(),
+                    std::ptr::null(),
+                    libc::MS_BIND,
+                    std::ptr::null(),
+                )
+            };
+            if rc != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        })
+        .join()
+        .unwrap_or_else(|_| Err(io::Error::other("namespace thread panicked")))
+    });
+    if result.is_err() {
+        let _ = std::fs::remove_file(path);
+    }
+    result
+}
+
+/// Unmounts and removes a named network namespace created by [`create_netns`].
+pub(crate) fn delete_netns(path: &Path) -> io::Result<()> {
+    let target = cstring(path)?;
+    // SAFETY: NUL-terminated string alive for the call.
+    let rc = unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) };
+    let umount = if rc != 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    };
+    match std::fs::remove_file(path) {
+        Ok(()) => umount,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => umount,
+        Err(e) => Err(e),
+    }
+}
+
+/// Moves the calling thread into the network namespace bound at `path`.
+pub(crate) fn enter_netns(path: &Path) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let file = std::fs::File::open(path)?;
+    // SAFETY: the fd is valid for the call (owned by `file`); setns only changes this thread.
+    if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Size of an [`Event`] record.
 pub(crate) const EVENT_SIZE: usize = std::mem::size_of::<Event>();
 
