@@ -6,6 +6,7 @@ mod bgp;
 mod demo;
 mod ipam;
 mod lb;
+mod policy;
 
 use clap::{Parser, Subcommand};
 
@@ -42,6 +43,8 @@ enum Command {
     Lb(lb::Args),
     /// BGP speaker and message decoder.
     Bgp(bgp::Args),
+    /// NetworkPolicy: reachability matrix and compiled maps from manifests.
+    Policy(policy::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -51,6 +54,7 @@ fn main() -> std::process::ExitCode {
         Command::Ipam(args) => ipam::run(args),
         Command::Lb(args) => lb::run(args),
         Command::Bgp(args) => bgp::run(args),
+        Command::Policy(args) => policy::run(args),
     };
     match result {
         Ok(code) => code,
