@@ -88,6 +88,19 @@ fn nl_err(operation: &'static str, e: impl std::fmt::Display) -> Error {
     }
 }
 
+/// Runs `f` on a thread inside the network namespace bound at `path` (one this process did not
+/// necessarily create, e.g. a lab's node namespace in a restarted loader).
+pub fn run_in<T: Send, F: FnOnce() -> T + Send>(path: &Path, f: F) -> Result<T, Error> {
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            sys::enter_netns(path).map_err(|e| io_err("setns", path.display(), e))?;
+            Ok(f())
+        })
+        .join()
+        .map_err(|_| nl_err("run in namespace", "thread panicked"))?
+    })
+}
+
 /// A named network namespace, removed on drop.
 #[derive(Debug)]
 pub struct Netns {
@@ -119,15 +132,7 @@ impl Netns {
 
     /// Runs `f` on a thread inside the namespace.
     pub fn run<T: Send, F: FnOnce() -> T + Send>(&self, f: F) -> Result<T, Error> {
-        std::thread::scope(|s| {
-            s.spawn(|| {
-                sys::enter_netns(&self.path)
-                    .map_err(|e| io_err("setns", self.path.display(), e))?;
-                Ok(f())
-            })
-            .join()
-            .map_err(|_| nl_err("run in namespace", "thread panicked"))?
-        })
+        run_in(&self.path, f)
     }
 
     /// Runs an rtnetlink session inside the namespace.
