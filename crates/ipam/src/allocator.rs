@@ -75,6 +75,41 @@ pub enum AddrState {
     Outside,
 }
 
+/// What one owner holds: at most one address per family, without a heap allocation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+struct Pair {
+    v4: Option<IpAddr>,
+    v6: Option<IpAddr>,
+}
+
+impl Pair {
+    fn slot(&mut self, addr: IpAddr) -> &mut Option<IpAddr> {
+        match addr {
+            IpAddr::V4(_) => &mut self.v4,
+            IpAddr::V6(_) => &mut self.v6,
+        }
+    }
+
+    fn has(&self, family: Family) -> bool {
+        match family {
+            Family::V4 => self.v4.is_some(),
+            Family::V6 => self.v6.is_some(),
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = IpAddr> + '_ {
+        self.v4.into_iter().chain(self.v6)
+    }
+
+    fn to_vec(self) -> Vec<IpAddr> {
+        self.iter().collect()
+    }
+
+    fn is_empty(&self) -> bool {
+        self.v4.is_none() && self.v6.is_none()
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Held {
     owner: Owner,
@@ -98,7 +133,7 @@ pub fn epoch_ms(now: SystemTime) -> u64 {
 pub struct Allocator {
     config: AllocatorConfig,
     pools: Vec<Pool>,
-    by_owner: HashMap<Owner, Vec<IpAddr>>,
+    by_owner: HashMap<Owner, Pair>,
     by_addr: HashMap<IpAddr, Held>,
     /// Quarantined addresses by release order.
     quarantine: BTreeMap<u64, (IpAddr, u64)>,
@@ -147,8 +182,9 @@ impl Allocator {
             match record {
                 Record::Allocation { addr, owner, fixed } => {
                     if let Some(held) = allocator.by_owner.get(owner)
-                        && held.iter().any(|a| Family::of(*a) == Family::of(*addr))
+                        && held.has(Family::of(*addr))
                     {
+                        let held = held.to_vec();
                         return Err(corrupt(record, format!("{owner} already holds {held:?}")));
                     }
                     match allocator.pool_index(*addr) {
@@ -217,7 +253,7 @@ impl Allocator {
         match self.by_owner.get(owner) {
             Some(addrs) => Err(Error::DuplicateOwner {
                 owner: owner.clone(),
-                addrs: addrs.clone(),
+                addrs: addrs.to_vec(),
             }),
             None => Ok(()),
         }
@@ -383,7 +419,7 @@ impl Allocator {
         let mut seq = self.next_seq();
         let mut fixed = None;
         let mut entering = 0usize;
-        for &addr in addrs {
+        for addr in addrs.iter() {
             change.delete(RecordKey::Allocation(addr));
             let held = &self.by_addr[&addr];
             fixed = held.fixed.clone();
@@ -411,7 +447,7 @@ impl Allocator {
             change,
             Allocation {
                 owner: owner.clone(),
-                addrs: addrs.clone(),
+                addrs: addrs.to_vec(),
                 fixed,
             },
         ))
@@ -462,9 +498,7 @@ impl Allocator {
                     if let Some((p, index)) = self.pool_index(*addr) {
                         self.pools[p].set(index);
                     }
-                    let addrs = self.by_owner.entry(owner.clone()).or_default();
-                    addrs.push(*addr);
-                    addrs.sort_by_key(|a| Family::of(*a));
+                    *self.by_owner.entry(owner.clone()).or_default().slot(*addr) = Some(*addr);
                     self.by_addr.insert(
                         *addr,
                         Held {
@@ -492,7 +526,7 @@ impl Allocator {
                 Op::Delete(RecordKey::Allocation(addr)) => {
                     if let Some(held) = self.by_addr.remove(addr) {
                         if let Some(addrs) = self.by_owner.get_mut(&held.owner) {
-                            addrs.retain(|a| a != addr);
+                            addrs.slot(*addr).take();
                             if addrs.is_empty() {
                                 self.by_owner.remove(&held.owner);
                             }
@@ -521,10 +555,11 @@ impl Allocator {
     pub fn get(&self, owner: &Owner) -> Option<Allocation> {
         self.by_owner.get(owner).map(|addrs| Allocation {
             owner: owner.clone(),
-            addrs: addrs.clone(),
+            addrs: addrs.to_vec(),
             fixed: addrs
-                .first()
-                .and_then(|a| self.by_addr.get(a))
+                .iter()
+                .next()
+                .and_then(|a| self.by_addr.get(&a))
                 .and_then(|h| h.fixed.clone()),
         })
     }
@@ -616,7 +651,7 @@ impl Allocator {
             if !self
                 .by_owner
                 .get(&held.owner)
-                .is_some_and(|a| a.contains(addr))
+                .is_some_and(|a| a.iter().any(|x| x == *addr))
             {
                 return Err(format!(
                     "{addr} points to {} which does not hold it",
@@ -628,13 +663,13 @@ impl Allocator {
             }
         }
         for (owner, addrs) in &self.by_owner {
-            let mut families: Vec<Family> = addrs.iter().map(|a| Family::of(*a)).collect();
-            families.dedup();
-            if families.len() != addrs.len() || addrs.is_empty() {
-                return Err(format!("{owner} holds {addrs:?}"));
+            let misplaced =
+                addrs.v4.is_some_and(|a| a.is_ipv6()) || addrs.v6.is_some_and(|a| a.is_ipv4());
+            if misplaced || addrs.is_empty() {
+                return Err(format!("{owner} holds {:?}", addrs.to_vec()));
             }
-            for addr in addrs {
-                if self.by_addr.get(addr).map(|h| &h.owner) != Some(owner) {
+            for addr in addrs.iter() {
+                if self.by_addr.get(&addr).map(|h| &h.owner) != Some(owner) {
                     return Err(format!("{owner} holds {addr} owned by someone else"));
                 }
             }
