@@ -54,11 +54,17 @@ async fn bird_exchanges_1000_v4_and_100_v6_prefixes_each_way() {
         });
         sp.announce(a).unwrap();
     }
-    let up = wait_event(&mut ev, LONG, |e| matches!(e, SpeakerEvent::Established { .. })).await;
+    let up = wait_event(&mut ev, LONG, |e| {
+        matches!(e, SpeakerEvent::Established { .. })
+    })
+    .await;
     assert!(up.is_some(), "no session: {}", bird.log());
     let bip: IpAddr = b.parse().unwrap();
     assert!(
-        wait_until_async(LONG, || async { sp.adj_rib_in(bip).await.unwrap().len() == 1100 }).await,
+        wait_until_async(LONG, || async {
+            sp.adj_rib_in(bip).await.unwrap().len() == 1100
+        })
+        .await,
         "strata got {} routes from BIRD",
         sp.adj_rib_in(bip).await.unwrap().len()
     );
@@ -93,7 +99,10 @@ async fn bird_exchanges_1000_v4_and_100_v6_prefixes_each_way() {
     // Withdrawals from BIRD: disabling its IPv4 statics withdraws 1000 routes.
     bird.birdc(&["disable", "s4"]);
     assert!(
-        wait_until_async(LONG, || async { sp.adj_rib_in(bip).await.unwrap().len() == 100 }).await,
+        wait_until_async(LONG, || async {
+            sp.adj_rib_in(bip).await.unwrap().len() == 100
+        })
+        .await,
         "strata still has {}",
         sp.adj_rib_in(bip).await.unwrap().len()
     );
@@ -133,7 +142,10 @@ async fn bird_connects_to_passive_strata_and_hold_timer_expires_when_paused() {
     n.passive = true;
     n.hold_time = 3;
     let (sp, mut ev) = strata(s, 17310, 65001, n).await;
-    let up = wait_event(&mut ev, LONG, |e| matches!(e, SpeakerEvent::Established { .. })).await;
+    let up = wait_event(&mut ev, LONG, |e| {
+        matches!(e, SpeakerEvent::Established { .. })
+    })
+    .await;
     assert!(up.is_some(), "no session: {}", bird.log());
     let bird_proc = bird.proc.as_ref().unwrap();
     bird_proc.signal("STOP");
@@ -144,11 +156,17 @@ async fn bird_connects_to_passive_strata_and_hold_timer_expires_when_paused() {
     bird_proc.signal("CONT");
     match down {
         Some(SpeakerEvent::Down { reason, .. }) => {
-            assert!(reason.contains("hold timer expired") && reason.contains("(4/0)"), "{reason}")
+            assert!(
+                reason.contains("hold timer expired") && reason.contains("(4/0)"),
+                "{reason}"
+            )
         }
         other => panic!("no hold timer expiry: {other:?}"),
     }
-    let again = wait_event(&mut ev, LONG, |e| matches!(e, SpeakerEvent::Established { .. })).await;
+    let again = wait_event(&mut ev, LONG, |e| {
+        matches!(e, SpeakerEvent::Established { .. })
+    })
+    .await;
     assert!(again.is_some(), "no session after SIGCONT: {}", bird.log());
     sp.shutdown().await.unwrap();
 }
@@ -178,7 +196,10 @@ async fn bird_refuses_a_wrong_remote_as_with_bad_peer_as() {
     let down = wait_event(&mut ev, LONG, |e| matches!(e, SpeakerEvent::Down { .. })).await;
     match down {
         Some(SpeakerEvent::Down { reason, .. }) => {
-            assert!(reason.starts_with("received") && reason.contains("(2/2)"), "{reason}")
+            assert!(
+                reason.starts_with("received") && reason.contains("(2/2)"),
+                "{reason}"
+            )
         }
         other => panic!("no refusal: {other:?} {}", bird.log()),
     }
@@ -244,7 +265,10 @@ async fn bird_two_octet_peer_restarts_and_reconnects() {
     let (sp, mut ev) = strata(s, 17330, 65001, neighbor(b, 17331, 65002)).await;
     sp.announce(Announcement::new("10.35.0.0/24".parse().unwrap()))
         .unwrap();
-    let up = wait_event(&mut ev, LONG, |e| matches!(e, SpeakerEvent::Established { .. })).await;
+    let up = wait_event(&mut ev, LONG, |e| {
+        matches!(e, SpeakerEvent::Established { .. })
+    })
+    .await;
     assert!(up.is_some(), "no session: {}", bird.log());
     assert!(
         wait_until(LONG, || bird.imported("strata") == 1),
@@ -257,7 +281,10 @@ async fn bird_two_octet_peer_restarts_and_reconnects() {
     assert!(!proto.contains("AS4"), "session should be 2-octet: {proto}");
     let bip: IpAddr = b.parse().unwrap();
     assert!(
-        wait_until_async(LONG, || async { sp.adj_rib_in(bip).await.unwrap().len() == 10 }).await
+        wait_until_async(LONG, || async {
+            sp.adj_rib_in(bip).await.unwrap().len() == 10
+        })
+        .await
     );
     let rib = sp.adj_rib_in(bip).await.unwrap();
     assert_eq!(rib[0].1.as_path.flatten(), vec![65002]);
@@ -266,16 +293,24 @@ async fn bird_two_octet_peer_restarts_and_reconnects() {
     bird.restart();
     let down = wait_event(&mut ev, LONG, |e| matches!(e, SpeakerEvent::Down { .. })).await;
     assert!(down.is_some());
-    let again = wait_event(&mut ev, LONG, |e| matches!(e, SpeakerEvent::Established { .. })).await;
+    let again = wait_event(&mut ev, LONG, |e| {
+        matches!(e, SpeakerEvent::Established { .. })
+    })
+    .await;
     assert!(again.is_some(), "no session after restart: {}", bird.log());
     // BIRD sends its routes again (they were kept as stale meanwhile: graceful restart helper).
-    let resent = wait_event(&mut ev, LONG, |e| {
-        matches!(e, SpeakerEvent::Update { announce, .. } if !announce.is_empty())
-    })
+    let resent = wait_event(
+        &mut ev,
+        LONG,
+        |e| matches!(e, SpeakerEvent::Update { announce, .. } if !announce.is_empty()),
+    )
     .await;
     assert!(resent.is_some());
     assert!(
-        wait_until_async(LONG, || async { sp.adj_rib_in(bip).await.unwrap().len() == 10 }).await
+        wait_until_async(LONG, || async {
+            sp.adj_rib_in(bip).await.unwrap().len() == 10
+        })
+        .await
     );
     assert!(wait_until(LONG, || bird.imported("strata") == 1));
     sp.shutdown().await.unwrap();

@@ -11,9 +11,9 @@ use tokio::sync::mpsc::UnboundedReceiver;
 
 /// Whether `binary` is on PATH; without it the test skips, or fails when CI=true.
 pub fn have(binary: &str) -> bool {
-    let found = std::env::var_os("PATH").is_some_and(|paths| {
-        std::env::split_paths(&paths).any(|d| d.join(binary).is_file())
-    }) || Path::new("/usr/sbin").join(binary).is_file();
+    let found = std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|d| d.join(binary).is_file()))
+        || Path::new("/usr/sbin").join(binary).is_file();
     if !found {
         if std::env::var("CI").as_deref() == Ok("true") {
             panic!("{binary} is not installed and CI=true (install bird2 and gobgpd)");
@@ -134,11 +134,15 @@ pub fn neighbor(addr: &str, port: u16, asn: u32) -> NeighborConfig {
 
 /// IPv4 test prefixes 10.B.x.0/24 and IPv6 2001:db8:B:x::/64.
 pub fn v4_prefixes(b: u8, n: u32) -> Vec<String> {
-    (0..n).map(|i| format!("10.{b}.{}.{}/32", i / 256, i % 256)).collect()
+    (0..n)
+        .map(|i| format!("10.{b}.{}.{}/32", i / 256, i % 256))
+        .collect()
 }
 
 pub fn v6_prefixes(b: u8, n: u32) -> Vec<String> {
-    (0..n).map(|i| format!("2001:db8:{b:x}:{i:x}::/64")).collect()
+    (0..n)
+        .map(|i| format!("2001:db8:{b:x}:{i:x}::/64"))
+        .collect()
 }
 
 /// A BIRD 2 instance with its own config, control socket and log in a temp dir.
@@ -222,7 +226,8 @@ impl Bird {
     }
 
     pub fn established(&self, proto: &str) -> bool {
-        self.birdc(&["show", "protocols", proto]).contains("Established")
+        self.birdc(&["show", "protocols", proto])
+            .contains("Established")
     }
 }
 
@@ -275,5 +280,112 @@ impl BirdConf<'_> {
             extra = self.extra,
         ));
         s
+    }
+}
+
+/// A GoBGP instance (gobgpd) with its own config, gRPC address and log in a temp dir.
+pub struct GoBgp {
+    pub dir: tempfile::TempDir,
+    pub proc: Proc,
+    pub api_host: String,
+    pub api_port: u16,
+}
+
+impl GoBgp {
+    /// Starts gobgpd with one neighbor; `passive` makes GoBGP wait for strata.
+    #[allow(clippy::too_many_arguments)]
+    pub fn start(
+        router_id: &str,
+        port: u16,
+        api_port: u16,
+        local_as: u32,
+        neighbor: &str,
+        neighbor_port: u16,
+        neighbor_as: u32,
+        passive: bool,
+        hold_time: u16,
+    ) -> GoBgp {
+        let dir = tempfile::tempdir().unwrap();
+        let config = format!(
+            r#"[global.config]
+  as = {local_as}
+  router-id = "{router_id}"
+  port = {port}
+  local-address-list = ["{router_id}"]
+[[neighbors]]
+  [neighbors.config]
+    neighbor-address = "{neighbor}"
+    peer-as = {neighbor_as}
+  [neighbors.transport.config]
+    local-address = "{router_id}"
+    remote-port = {neighbor_port}
+    passive-mode = {passive}
+  [neighbors.timers.config]
+    connect-retry = 1
+    hold-time = {hold_time}
+    keepalive-interval = {keepalive}
+  [[neighbors.afi-safis]]
+    [neighbors.afi-safis.config]
+      afi-safi-name = "ipv4-unicast"
+  [[neighbors.afi-safis]]
+    [neighbors.afi-safis.config]
+      afi-safi-name = "ipv6-unicast"
+"#,
+            keepalive = (hold_time / 3).max(1),
+        );
+        std::fs::write(dir.path().join("gobgp.toml"), config).unwrap();
+        let log = std::fs::File::create(dir.path().join("gobgpd.log")).unwrap();
+        let proc = Proc::spawn(
+            "gobgpd",
+            Command::new("gobgpd")
+                .arg("-f")
+                .arg(dir.path().join("gobgp.toml"))
+                .arg("-p")
+                .arg("--pprof-disable")
+                .arg(format!("--api-hosts={router_id}:{api_port}"))
+                .stdout(log.try_clone().unwrap())
+                .stderr(log),
+        );
+        let g = GoBgp {
+            dir,
+            proc,
+            api_host: router_id.to_string(),
+            api_port,
+        };
+        assert!(
+            wait_until(Duration::from_secs(10), || g
+                .cli(&["global"])
+                .contains("AS")),
+            "gobgpd did not come up: {}",
+            g.log()
+        );
+        g
+    }
+
+    pub fn cli(&self, args: &[&str]) -> String {
+        let out = Command::new("gobgp")
+            .args(["-u", &self.api_host, "-p", &self.api_port.to_string()])
+            .args(args)
+            .output();
+        match out {
+            Ok(o) => String::from_utf8_lossy(&o.stdout).into_owned(),
+            Err(e) => format!("gobgp failed: {e}"),
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("gobgpd.log")).unwrap_or_default()
+    }
+
+    /// Destinations GoBGP holds from `neighbor` for `family` ("ipv4" or "ipv6").
+    pub fn received(&self, neighbor: &str, family: &str) -> usize {
+        self.cli(&["neighbor", neighbor, "adj-in", "-a", family, "summary"])
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("Destination: ")
+                    .and_then(|rest| rest.split(',').next())
+                    .and_then(|n| n.trim().parse().ok())
+            })
+            .unwrap_or(0)
     }
 }
