@@ -34,7 +34,7 @@ fn bench_pod(ns: usize, j: usize) -> Pod {
             ("app", format!("a{}", j % 10)),
             (
                 "tier",
-                if j % 2 == 0 { "front" } else { "back" }.to_string(),
+                if j.is_multiple_of(2) { "front" } else { "back" }.to_string(),
             ),
         ]),
         ips: vec![
@@ -59,7 +59,7 @@ fn cluster(namespaces: usize, pods_per_ns: usize) -> Cluster {
             name: format!("ns{i}"),
             labels: labels(&[
                 ("team", format!("t{}", i % 5)),
-                ("env", if i % 2 == 0 { "prod" } else { "dev" }.to_string()),
+                ("env", if i.is_multiple_of(2) { "prod" } else { "dev" }.to_string()),
             ]),
         });
         for j in 0..pods_per_ns {
