@@ -5,7 +5,9 @@
 mod bgp;
 mod demo;
 mod ipam;
+mod lab;
 mod lb;
+mod monitor;
 mod policy;
 
 use clap::{Parser, Subcommand};
@@ -45,6 +47,10 @@ enum Command {
     Bgp(bgp::Args),
     /// NetworkPolicy: reachability matrix and compiled maps from manifests.
     Policy(policy::Args),
+    /// Real traffic between the manifests' pods in network namespaces, through the eBPF programs.
+    Lab(lab::Args),
+    /// Live drop and allow events of the running eBPF datapath.
+    Monitor(monitor::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -55,6 +61,8 @@ fn main() -> std::process::ExitCode {
         Command::Lb(args) => lb::run(args),
         Command::Bgp(args) => bgp::run(args),
         Command::Policy(args) => policy::run(args),
+        Command::Lab(args) => lab::run(args),
+        Command::Monitor(args) => monitor::run(args),
     };
     match result {
         Ok(code) => code,

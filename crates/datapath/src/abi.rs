@@ -332,6 +332,40 @@ abi_struct! {
     }
 }
 
+impl Event {
+    /// Size of a ring-buffer record.
+    pub const SIZE: usize = std::mem::size_of::<Event>();
+
+    /// Decodes a ring-buffer record (native byte order); `None` when shorter than an event.
+    pub fn decode(bytes: &[u8]) -> Option<Event> {
+        let b = bytes.get(..Event::SIZE)?;
+        let u32_at = |o: usize| u32::from_ne_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]]);
+        let u16_at = |o: usize| u16::from_ne_bytes([b[o], b[o + 1]]);
+        let mut saddr = [0u8; 16];
+        let mut daddr = [0u8; 16];
+        saddr.copy_from_slice(&b[24..40]);
+        daddr.copy_from_slice(&b[40..56]);
+        let ts = u64::from_ne_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]);
+        Some(Event {
+            timestamp_ns: ts,
+            ifindex: u32_at(8),
+            endpoint_id: u32_at(12),
+            src_identity: u32_at(16),
+            dst_identity: u32_at(20),
+            saddr,
+            daddr,
+            sport: u16_at(56),
+            dport: u16_at(58),
+            protocol: b[60],
+            family: b[61],
+            direction: b[62],
+            reason: b[63],
+            length: u32_at(64),
+            reserved: u32_at(68),
+        })
+    }
+}
+
 /// The data part of an ipcache LPM key, as aya's `lpm_trie::Key` wants it.
 pub type IpcacheKeyData = [u8; 16];
 
@@ -519,6 +553,28 @@ mod tests {
         assert_eq!(
             addr_from_bytes(k6.addr),
             "fd00::".parse::<IpAddr>().unwrap()
+        );
+    }
+
+    #[test]
+    fn event_offsets_match_the_decoder() {
+        let f = Event::fields();
+        let off = |n: &str| f.iter().find(|x| x.name == n).map(|x| x.offset);
+        assert_eq!(off("saddr"), Some(24));
+        assert_eq!(off("sport"), Some(56));
+        assert_eq!(off("reason"), Some(63));
+        assert_eq!(off("length"), Some(64));
+        assert_eq!(Event::SIZE, 72);
+        assert_eq!(Event::decode(&[0u8; 71]), None);
+        let mut b = [0u8; 72];
+        b[0..8].copy_from_slice(&1u64.to_ne_bytes());
+        b[8..12].copy_from_slice(&7u32.to_ne_bytes());
+        b[63] = 17;
+        b[64..68].copy_from_slice(&74u32.to_ne_bytes());
+        let e = Event::decode(&b).expect("decodes");
+        assert_eq!(
+            (e.timestamp_ns, e.ifindex, e.reason, e.length),
+            (1, 7, 17, 74)
         );
     }
 

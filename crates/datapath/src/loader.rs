@@ -460,7 +460,7 @@ impl Datapath {
         if let Some(rb) = self.events.as_mut() {
             while out.len() < max {
                 let Some(item) = rb.next() else { break };
-                if let Some(e) = sys::decode_event(&item) {
+                if let Some(e) = Event::decode(&item) {
                     out.push(e);
                 }
             }
@@ -659,4 +659,61 @@ pub fn remove_pins(dir: &Path) -> Result<(), Error> {
 /// `CLOCK_MONOTONIC` in nanoseconds: the clock of `bpf_ktime_get_ns`, for feeding the twin.
 pub fn monotonic_ns() -> u64 {
     sys::monotonic_ns()
+}
+
+/// Reads the events of a running datapath from its pinned ring buffer (what `strata monitor`
+/// does), without loading anything.
+pub struct EventReader {
+    ring: RingBuf<MapData>,
+}
+
+impl std::fmt::Debug for EventReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EventReader").finish_non_exhaustive()
+    }
+}
+
+impl EventReader {
+    /// Opens `<pin_dir>/events`.
+    pub fn open(pin_dir: &Path) -> Result<EventReader, Error> {
+        let path = pin_dir.join("events");
+        let data = MapData::from_pin(&path).map_err(|e| map_err("events", "open pinned", e))?;
+        let map =
+            aya::maps::Map::from_map_data(data).map_err(|e| map_err("events", "open pinned", e))?;
+        let ring = RingBuf::try_from(map).map_err(|e| map_err("events", "open pinned", e))?;
+        Ok(EventReader { ring })
+    }
+
+    /// Takes up to `max` pending events without waiting.
+    pub fn poll(&mut self, max: usize) -> Vec<Event> {
+        let mut out = Vec::new();
+        while out.len() < max {
+            let Some(item) = self.ring.next() else { break };
+            if let Some(e) = Event::decode(&item) {
+                out.push(e);
+            }
+        }
+        out
+    }
+}
+
+/// Reads the counters of a running datapath from its pinned map, summed over CPUs.
+pub fn read_pinned_counters(pin_dir: &Path) -> Result<Vec<Counter>, Error> {
+    let path = pin_dir.join("counters");
+    let data = MapData::from_pin(&path).map_err(|e| map_err("counters", "open pinned", e))?;
+    let map =
+        aya::maps::Map::from_map_data(data).map_err(|e| map_err("counters", "open pinned", e))?;
+    let m: PerCpuArray<_, Counter> =
+        PerCpuArray::try_from(map).map_err(|e| map_err("counters", "open pinned", e))?;
+    let mut out = Vec::with_capacity(COUNTERS as usize);
+    for i in 0..COUNTERS {
+        let per_cpu = m.get(&i, 0).map_err(|e| map_err("counters", "read", e))?;
+        let mut sum = Counter::default();
+        for c in per_cpu.iter() {
+            sum.packets += c.packets;
+            sum.bytes += c.bytes;
+        }
+        out.push(sum);
+    }
+    Ok(out)
 }

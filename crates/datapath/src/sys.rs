@@ -5,7 +5,7 @@
 use std::{ffi::CString, io, path::Path};
 
 use crate::abi::{
-    Config, Counter, CtKey, CtValue, Endpoint, Event, IpcacheValue, PolicyKeyData, PolicyValue,
+    Config, Counter, CtKey, CtValue, Endpoint, IpcacheValue, PolicyKeyData, PolicyValue,
 };
 
 // SAFETY: every type below is #[repr(C)], Copy, made only of integers and integer arrays, with
@@ -162,41 +162,10 @@ pub(crate) fn enter_netns(path: &Path) -> io::Result<()> {
     Ok(())
 }
 
-/// Size of an [`Event`] record.
-pub(crate) const EVENT_SIZE: usize = std::mem::size_of::<Event>();
-
-/// Decodes an event record; `None` when the record is shorter than an [`Event`].
-pub(crate) fn decode_event(bytes: &[u8]) -> Option<Event> {
-    let b = bytes.get(..EVENT_SIZE)?;
-    let u32_at = |o: usize| u32::from_ne_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]]);
-    let u16_at = |o: usize| u16::from_ne_bytes([b[o], b[o + 1]]);
-    let mut saddr = [0u8; 16];
-    let mut daddr = [0u8; 16];
-    saddr.copy_from_slice(&b[24..40]);
-    daddr.copy_from_slice(&b[40..56]);
-    Some(Event {
-        timestamp_ns: u64::from(u32_at(0)) | (u64::from(u32_at(4)) << 32),
-        ifindex: u32_at(8),
-        endpoint_id: u32_at(12),
-        src_identity: u32_at(16),
-        dst_identity: u32_at(20),
-        saddr,
-        daddr,
-        sport: u16_at(56),
-        dport: u16_at(58),
-        protocol: b[60],
-        family: b[61],
-        direction: b[62],
-        reason: b[63],
-        length: u32_at(64),
-        reserved: u32_at(68),
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::abi::{IpcacheKey, Layout, PolicyKey};
+    use crate::abi::{Event, IpcacheKey, Layout, PolicyKey};
 
     fn no_padding<T: Layout>() {
         let sum: usize = T::fields().iter().map(|f| f.size).sum();
@@ -216,17 +185,5 @@ mod tests {
         no_padding::<Config>();
         no_padding::<Event>();
         assert_eq!(std::mem::size_of::<PolicyKeyData>(), 12);
-    }
-
-    #[test]
-    fn event_offsets_match_the_decoder() {
-        let f = Event::fields();
-        let off = |n: &str| f.iter().find(|x| x.name == n).map(|x| x.offset);
-        assert_eq!(off("saddr"), Some(24));
-        assert_eq!(off("sport"), Some(56));
-        assert_eq!(off("reason"), Some(63));
-        assert_eq!(off("length"), Some(64));
-        assert_eq!(EVENT_SIZE, 72);
-        assert_eq!(decode_event(&[0u8; 71]), None);
     }
 }
