@@ -1072,10 +1072,16 @@ impl PolicyEngine {
     }
 
     /// The verdict of the compiled maps for a flow: the source's egress map and the
-    /// destination's ingress map, each through [`lookup`]. Fails when a pod is unknown.
+    /// destination's ingress map, each through [`lookup`]. Fails when a pod is unknown, or an
+    /// external end's address belongs to a pod.
     pub fn verdict(&self, flow: &Flow) -> Result<Verdict, Error> {
         let endpoint = |end: &FlowEnd| -> Result<Option<&EndpointPolicy>, Error> {
             match end {
+                FlowEnd::External(a) if self.cluster.is_pod_address(*a) => Err(Error::Invalid {
+                    object: "flow".into(),
+                    field: "external end".into(),
+                    reason: format!("address {a} belongs to a pod: use FlowEnd::Pod"),
+                }),
                 FlowEnd::External(_) => Ok(None),
                 FlowEnd::Pod { pod, .. } => {
                     if self.cluster.pod(pod).is_none() {

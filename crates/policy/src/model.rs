@@ -1,6 +1,6 @@
 //! The inputs: namespaces, pods and network policies, gathered in a [`Cluster`].
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::net::IpAddr;
 use std::str::FromStr;
@@ -412,6 +412,7 @@ pub struct Cluster {
     pods: BTreeMap<ObjectKey, Pod>,
     policies: BTreeMap<ObjectKey, NetworkPolicy>,
     addresses: HashMap<IpAddr, ObjectKey>,
+    host_addresses: HashMap<IpAddr, BTreeSet<ObjectKey>>,
 }
 
 impl Cluster {
@@ -438,13 +439,28 @@ impl Cluster {
         })
     }
 
-    /// Checks that `pod` can be upserted (addresses free).
+    /// Checks that `pod` can be upserted: its addresses are not used by another pod (host-network
+    /// pods may share the node's addresses among themselves, not with other pods).
     pub fn check_pod(&self, pod: &Pod) -> Result<(), Error> {
         let key = pod.key();
-        if pod.host_network {
-            return Ok(());
-        }
         for (i, ip) in pod.ips.iter().enumerate() {
+            let clash = if pod.host_network {
+                self.addresses.get(ip).filter(|k| **k != key)
+            } else {
+                self.host_addresses
+                    .get(ip)
+                    .and_then(|users| users.iter().find(|k| **k != key))
+            };
+            if let Some(other) = clash {
+                return Err(Error::DuplicateAddress {
+                    address: *ip,
+                    first: other.to_string(),
+                    second: key.to_string(),
+                });
+            }
+            if pod.host_network {
+                continue;
+            }
             if pod.ips[..i].contains(ip) {
                 return Err(Error::Invalid {
                     object: format!("Pod {key}"),
@@ -470,8 +486,13 @@ impl Cluster {
         self.check_pod(&pod)?;
         let key = pod.key();
         let old = self.remove_pod(&key).ok();
-        if !pod.host_network {
-            for ip in &pod.ips {
+        for ip in &pod.ips {
+            if pod.host_network {
+                self.host_addresses
+                    .entry(*ip)
+                    .or_default()
+                    .insert(key.clone());
+            } else {
                 self.addresses.insert(*ip, key.clone());
             }
         }
@@ -485,8 +506,15 @@ impl Cluster {
             kind: "pod",
             name: key.to_string(),
         })?;
-        if !pod.host_network {
-            for ip in &pod.ips {
+        for ip in &pod.ips {
+            if pod.host_network {
+                if let Some(users) = self.host_addresses.get_mut(ip) {
+                    users.remove(key);
+                    if users.is_empty() {
+                        self.host_addresses.remove(ip);
+                    }
+                }
+            } else {
                 self.addresses.remove(ip);
             }
         }
@@ -558,6 +586,11 @@ impl Cluster {
     /// One policy.
     pub fn policy(&self, key: &ObjectKey) -> Option<&NetworkPolicy> {
         self.policies.get(key)
+    }
+
+    /// Whether `address` belongs to any pod, host-network pods included.
+    pub fn is_pod_address(&self, address: IpAddr) -> bool {
+        self.addresses.contains_key(&address) || self.host_addresses.contains_key(&address)
     }
 
     /// The pod (not host-network) holding `address`.

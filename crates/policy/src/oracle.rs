@@ -200,6 +200,11 @@ fn resolve<'a>(
                 },
             ))
         }
+        FlowEnd::External(a) if cluster.is_pod_address(*a) => Err(Error::Invalid {
+            object: "flow".into(),
+            field: "external end".into(),
+            reason: format!("address {a} belongs to a pod: use FlowEnd::Pod"),
+        }),
         FlowEnd::External(a) => Ok((
             None,
             PeerView {
@@ -318,7 +323,8 @@ fn side(
     }
 }
 
-/// Applies NetworkPolicy semantics to `flow`. Fails only when the flow names an unknown pod.
+/// Applies NetworkPolicy semantics to `flow`. Fails when the flow names an unknown pod, or an
+/// external end whose address belongs to a pod.
 pub fn evaluate(cluster: &Cluster, flow: &Flow) -> Result<Explanation, Error> {
     let (src_endpoint, src_view) = resolve(cluster, &flow.source)?;
     let (dst_endpoint, dst_view) = resolve(cluster, &flow.destination)?;
