@@ -1,12 +1,17 @@
 //! Namespaces, Pods and NetworkPolicies translated into [`strata_policy`] inputs.
 //!
-//! Every translation error names the file, document, object and field (for example
-//! `policies.yaml: document 2 (NetworkPolicy shop/db): field `spec.ingress[0].from[0].ipBlock.cidr`:
-//! invalid CIDR "10.0.0/8"`). [`cluster_from_manifests`] builds a new [`Cluster`] and returns
+//! Every translation error names the file, document, object and field, for example:
+//!
+//! ```text
+//! policies.yaml: document 2 (NetworkPolicy shop/db): field `spec.ingress[0].from[0].ipBlock.cidr`: invalid CIDR "10.0.0/8"
+//! ```
+//!
+//! [`cluster_from_manifests`] builds a new [`Cluster`] and returns
 //! it only when every object is valid: nothing is half-loaded.
 //!
 //! Named ports are taken from `spec.containers[*].ports` (not from init containers). Objects
-//! without `metadata.namespace` are in `default`.
+//! without `metadata.namespace` are in `default`. Pods in phase `Succeeded` or `Failed` are
+//! skipped with a warning: they no longer hold their address, which another pod may reuse.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -33,12 +38,13 @@ pub fn kinds() -> [Kind; 3] {
 }
 
 /// The result of reading manifests for policy: the cluster and the warnings about skipped
-/// objects.
+/// objects (kinds not in [`kinds`], and pods that have terminated).
 #[derive(Debug, Clone)]
 pub struct PolicyInput {
     /// Namespaces, pods and policies.
     pub cluster: Cluster,
-    /// One warning per object of a kind not in [`kinds`].
+    /// One warning per skipped object: terminated pods (phase `Succeeded` or `Failed`), then
+    /// objects of a kind not in [`kinds`].
     pub warnings: Vec<Warning>,
 }
 
@@ -410,7 +416,17 @@ pub fn cluster_from_manifests(manifests: &Manifests) -> Result<PolicyInput, Erro
         check_unique("Namespace", "", &ns.name, &doc.location)?;
         cluster.upsert_namespace(ns);
     }
+    let mut warnings = Vec::new();
     for doc in manifests.decode_all::<core::Pod>()? {
+        let phase = doc.object.status.as_ref().and_then(|s| s.phase.as_deref());
+        if let Some(phase @ ("Succeeded" | "Failed")) = phase {
+            // Terminated pods hold no address any more (it may already be reused).
+            warnings.push(Warning {
+                location: doc.location.clone(),
+                message: format!("skipped: the pod has terminated (phase {phase})"),
+            });
+            continue;
+        }
         let p = pod(&doc.location, &doc.object)?;
         check_unique("Pod", &p.namespace, &p.name, &doc.location)?;
         cluster
@@ -424,10 +440,8 @@ pub fn cluster_from_manifests(manifests: &Manifests) -> Result<PolicyInput, Erro
             .upsert_policy(np)
             .map_err(|e| from_policy_error(&doc.location, e))?;
     }
-    Ok(PolicyInput {
-        cluster,
-        warnings: manifests.unrecognized(&kinds()),
-    })
+    warnings.extend(manifests.unrecognized(&kinds()));
+    Ok(PolicyInput { cluster, warnings })
 }
 
 #[cfg(test)]
@@ -555,6 +569,40 @@ metadata: {name: s, namespace: shop}
             error_of(("endPort: 9100", "endPort: [1]"))
                 .contains("field `spec.ingress[0].ports[1].endPort`")
         );
+    }
+
+    #[test]
+    fn terminated_pods_are_skipped_with_a_warning() {
+        let done = format!(
+            "{GOOD}---\napiVersion: v1\nkind: Pod\nmetadata: {{name: job, namespace: shop}}\nstatus: {{phase: Succeeded, podIP: 10.0.0.1}}\n"
+        );
+        let input = load(&done).unwrap();
+        assert!(input.cluster.pod(&"shop/job".parse().unwrap()).is_none());
+        assert_eq!(input.warnings.len(), 2);
+        assert!(
+            input.warnings[0]
+                .to_string()
+                .contains("(Pod shop/job): skipped: the pod has terminated")
+        );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_field_values_never_panic(
+            protocol in "[A-Za-z]{0,5}",
+            port in "[a-z0-9-]{0,6}|-?[0-9]{1,6}",
+            cidr in "[0-9a-f:./]{0,20}",
+            op in "[A-Za-z]{0,12}",
+        ) {
+            let text = GOOD
+                .replace("protocol: SCTP", &format!("protocol: '{protocol}'"))
+                .replace("{port: http}", &format!("{{port: {port}}}"))
+                .replace("cidr: 192.168.0.0/16", &format!("cidr: '{cidr}'"))
+                .replace("operator: In", &format!("operator: '{op}'"));
+            if let Err(err) = load(&text) {
+                proptest::prop_assert!(err.to_string().starts_with("t.yaml: document "), "{}", err);
+            }
+        }
     }
 
     #[test]
