@@ -27,7 +27,9 @@
 //! identity `i` comes from the ipcache (source address for ingress, destination address for
 //! egress), [`lookup`] does, on the map of that direction:
 //!
-//! 1. if the peer is the endpoint itself (`is_self`), **allow** (a pod can always reach itself);
+//! 1. if the peer is the endpoint itself (`is_self`: the peer address is one of the endpoint's
+//!    own addresses, exported as `CompiledEndpoint::addresses`), **allow** (a pod can always
+//!    reach itself; an identity cannot say this, as other pods may share it);
 //! 2. `a = LPM(i | p | d)` and `b = LPM(0 | p | d)`, exactly two longest-prefix lookups;
 //! 3. if `a` or `b` is **deny**, deny (deny wins);
 //! 4. else if `a` or `b` is **allow**, allow;
