@@ -7,7 +7,8 @@
  *
  * Per packet: endpoint by ifindex (hash), peer identity from the ipcache (LPM), conntrack
  * (LRU hash: reply and ICMP-error lookups, then create/refresh), and for new or forward
- * traffic exactly two policy lookups (LPM, peer identity then identity 0), deny wins.
+ * traffic exactly two policy lookups (LPM, peer identity then identity 0): deny wins, then
+ * allow, then the direction's default (deny when the endpoint is isolated).
  * IPv4 and IPv6 fragments are dropped with their own reason (STRATA_REASON_DROP_FRAGMENT).
  *
  * Every decision here has a twin in src/twin.rs; tests/differential.rs proves they agree.
@@ -402,6 +403,11 @@ static __always_inline int decide(struct __sk_buff *skb, __u32 dir)
 	__u64 now;
 	int r;
 
+#ifdef STRATA_TEST_VERIFIER_REJECT
+	/* Only in a test build: an unchecked packet read the verifier must reject. */
+	if (*(__u8 *)(long)skb->data == 0xff)
+		return TC_ACT_SHOT;
+#endif
 	ep = bpf_map_lookup_elem(&endpoints, &ifindex);
 	if (!ep) {
 		count(dir, STRATA_REASON_PASS_NO_ENDPOINT, len);

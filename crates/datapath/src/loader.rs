@@ -188,6 +188,12 @@ impl Datapath {
     /// Loads the embedded object and its two programs. With a pin directory, maps already
     /// pinned there are reused (state survives a restart) and new ones are pinned.
     pub fn load(options: &LoadOptions) -> Result<Datapath, Error> {
+        Datapath::load_object(OBJECT, options)
+    }
+
+    /// Loads another build of `bpf/policy.c` (same maps and programs), e.g. one compiled with
+    /// different flags; a verifier rejection is [`Error::Verifier`] with the verifier's log.
+    pub fn load_object(object: &[u8], options: &LoadOptions) -> Result<Datapath, Error> {
         let mut loader = EbpfLoader::new();
         let pins: Vec<(&'static str, PathBuf)> = match &options.pin_dir {
             Some(dir) => {
@@ -199,7 +205,7 @@ impl Datapath {
         for (name, path) in &pins {
             loader.map_pin_path(name, path.as_path());
         }
-        let mut ebpf = loader.load(OBJECT).map_err(|e| Error::Load {
+        let mut ebpf = loader.load(object).map_err(|e| Error::Load {
             source: Box::new(e),
         })?;
         for hook in [Hook::FromPod, Hook::ToPod] {
@@ -331,22 +337,7 @@ impl Datapath {
                 });
             }
         }
-        for k in desired.ipcache.keys() {
-            if k.prefixlen > 128 {
-                return Err(Error::InvalidEntry {
-                    map: "ipcache",
-                    detail: format!("prefix length {} > 128", k.prefixlen),
-                });
-            }
-        }
-        for k in desired.policy.keys() {
-            if k.prefixlen > 96 {
-                return Err(Error::InvalidEntry {
-                    map: "policy",
-                    detail: format!("prefix length {} > 96", k.prefixlen),
-                });
-            }
-        }
+        check_entries(desired.ipcache.keys(), desired.policy.keys())?;
         let diff = MapDiff::between(&self.shadow, desired);
         let stats = SyncStats {
             upserts: diff.endpoints.upsert.len()
@@ -379,6 +370,65 @@ impl Datapath {
         }
         self.shadow = desired.clone();
         Ok(stats)
+    }
+
+    /// Applies an incremental diff (e.g. one relabel) without comparing whole states: checks
+    /// capacities and entries first (nothing changes on a refusal), applies, and on a kernel
+    /// error undoes what was done.
+    pub fn apply_diff(&mut self, diff: &MapDiff) -> Result<SyncStats, Error> {
+        fn grows<K: Ord, V>(
+            m: &std::collections::BTreeMap<K, V>,
+            c: &crate::state::Changes<K, V>,
+        ) -> usize {
+            let added = c.upsert.iter().filter(|(k, _)| !m.contains_key(k)).count();
+            let removed = c.remove.iter().filter(|k| m.contains_key(k)).count();
+            (m.len() + added).saturating_sub(removed)
+        }
+        for (map, wanted, capacity) in [
+            (
+                "endpoints",
+                grows(&self.shadow.endpoints, &diff.endpoints),
+                ENDPOINTS_MAX,
+            ),
+            (
+                "ipcache",
+                grows(&self.shadow.ipcache, &diff.ipcache),
+                IPCACHE_MAX,
+            ),
+            (
+                "policy",
+                grows(&self.shadow.policy, &diff.policy),
+                POLICY_MAX,
+            ),
+        ] {
+            if wanted > capacity as usize {
+                return Err(Error::MapFull {
+                    map,
+                    wanted,
+                    capacity,
+                });
+            }
+        }
+        check_entries(
+            diff.ipcache.upsert.iter().map(|(k, _)| k),
+            diff.policy.upsert.iter().map(|(k, _)| k),
+        )?;
+        let mut target = self.shadow.clone_for(diff);
+        diff.apply(&mut target);
+        if let Err(e) = self.apply(diff) {
+            let undo = MapDiff::between(&target, &self.shadow.clone_for(diff));
+            let _ = self.apply_lenient(&undo);
+            return Err(e);
+        }
+        diff.apply(&mut self.shadow);
+        Ok(SyncStats {
+            upserts: diff.endpoints.upsert.len()
+                + diff.ipcache.upsert.len()
+                + diff.policy.upsert.len(),
+            removals: diff.endpoints.remove.len()
+                + diff.ipcache.remove.len()
+                + diff.policy.remove.len(),
+        })
     }
 
     fn apply(&mut self, d: &MapDiff) -> Result<(), Error> {
@@ -593,6 +643,32 @@ impl Datapath {
         }
         Ok(())
     }
+}
+
+fn check_entries<'a>(
+    ipcache: impl IntoIterator<Item = &'a IpcacheKey>,
+    policy: impl IntoIterator<Item = &'a PolicyKey>,
+) -> Result<(), Error> {
+    for k in ipcache {
+        if k.prefixlen > 128 {
+            return Err(Error::InvalidEntry {
+                map: "ipcache",
+                detail: format!("prefix length {} > 128", k.prefixlen),
+            });
+        }
+    }
+    for k in policy {
+        if k.prefixlen > 96 {
+            return Err(Error::InvalidEntry {
+                map: "policy",
+                detail: format!(
+                    "endpoint {} identity {}: prefix length {} > 96",
+                    k.endpoint_id, k.identity, k.prefixlen
+                ),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Splits a diff into one diff per operation (so that undo goes as far as it can).

@@ -18,6 +18,26 @@ pub struct MapState {
     pub policy: BTreeMap<PolicyKey, PolicyValue>,
 }
 
+impl MapState {
+    /// A copy of only the entries `diff` touches (what undoing it needs), cheap for small
+    /// diffs of large states.
+    pub fn clone_for(&self, diff: &MapDiff) -> MapState {
+        fn pick<K: Ord + Copy, V: Copy>(m: &BTreeMap<K, V>, c: &Changes<K, V>) -> BTreeMap<K, V> {
+            c.upsert
+                .iter()
+                .map(|(k, _)| k)
+                .chain(c.remove.iter())
+                .filter_map(|k| m.get(k).map(|v| (*k, *v)))
+                .collect()
+        }
+        MapState {
+            endpoints: pick(&self.endpoints, &diff.endpoints),
+            ipcache: pick(&self.ipcache, &diff.ipcache),
+            policy: pick(&self.policy, &diff.policy),
+        }
+    }
+}
+
 /// Changes to one map: entries to insert or overwrite, keys to remove.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Changes<K, V> {
