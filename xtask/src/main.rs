@@ -3,6 +3,7 @@
 //! Every command first makes sure the system packages the workspace needs are installed (see
 //! [`packages::REQUIRED`]), installing the missing ones with apt-get when run as root.
 
+mod fuzz;
 mod layering;
 mod packages;
 
@@ -56,6 +57,7 @@ fn run() -> Result<()> {
         }
         "packages" => packages::ensure(),
         "layering" => layering::check(&root),
+        "fuzz" => fuzz::run_bounded(&root),
         "-h" | "--help" | "help" => {
             println!("{USAGE}");
             Ok(())
