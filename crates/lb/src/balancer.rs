@@ -11,6 +11,7 @@ use crate::entries::{
     ServiceEntry, ServiceState, SlotEntry, SlotKey, Verdict,
 };
 use crate::error::{Error, Result};
+use crate::lookup::Lookup;
 use crate::maglev::{Maglev, MaglevBackend, TableSize};
 use crate::model::{
     Algorithm, BackendState, EndpointGroup, Frontend, FrontendKind, Protocol, Service, ServiceName,
@@ -196,6 +197,7 @@ pub struct LoadBalancer {
     backend_ids: HashMap<BackendKey, (BackendId, usize)>,
     backend_pool: IdPool,
     entries: EntrySet,
+    lookup: Lookup,
 }
 
 fn invalid(service: &Service, field: impl Into<String>, reason: impl Into<String>) -> Error {
@@ -351,6 +353,7 @@ impl LoadBalancer {
             backend_ids: HashMap::new(),
             backend_pool: IdPool::new(u32::MAX - 1),
             entries: EntrySet::new(),
+            lookup: Lookup::default(),
         }
     }
 
@@ -505,6 +508,7 @@ impl LoadBalancer {
             self.frontend_owner.insert(f.frontend, name.clone());
         }
         self.entries.apply(&diff);
+        self.lookup.apply(&diff);
         self.services.insert(name, record);
         Ok(diff)
     }
@@ -538,6 +542,7 @@ impl LoadBalancer {
             }
         }
         self.entries.apply(&diff);
+        self.lookup.apply(&diff);
         Ok(diff)
     }
 
@@ -598,9 +603,15 @@ impl LoadBalancer {
         })
     }
 
-    /// The verdict for the first packet of a new flow; see [`EntrySet::select`].
+    /// The entries in their O(1) lookup form.
+    pub fn lookup(&self) -> &Lookup {
+        &self.lookup
+    }
+
+    /// The verdict for the first packet of a new flow; see [`EntrySet::select`] (this one
+    /// goes through [`Lookup`]).
     pub fn select(&self, frontend: &Frontend, flow_hash: u32, client: IpAddr) -> Verdict {
-        self.entries.select(frontend, flow_hash, client)
+        self.lookup.select(frontend, flow_hash, client)
     }
 
     /// The verdict with ClientIP session affinity; see [`EntrySet::select_with_affinity`].
@@ -612,7 +623,7 @@ impl LoadBalancer {
         affinity: &mut AffinityMap,
         now: Duration,
     ) -> Verdict {
-        self.entries
+        self.lookup
             .select_with_affinity(frontend, flow_hash, client, affinity, now)
     }
 

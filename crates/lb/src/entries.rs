@@ -25,7 +25,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::maglev::{SlotChange, diff_slots};
 use crate::model::{Algorithm, BackendState, Frontend, FrontendKind, Protocol};
-use crate::selector::weighted_index;
 
 /// A backend's identifier: stable for as long as some service references the backend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -243,7 +242,7 @@ impl AffinityMap {
             svc.affinity_timeout_secs > 0
                 && now.saturating_sub(value.last_used)
                     <= Duration::from_secs(u64::from(svc.affinity_timeout_secs))
-                && entries.in_slots(svc, value.backend_id)
+                && Maps::in_slots(entries, svc, value.backend_id)
         });
     }
 }
@@ -450,88 +449,13 @@ impl EntrySet {
             .find(|s| s.rev_nat_id == id)
     }
 
-    fn in_slots(&self, svc: &ServiceEntry, id: BackendId) -> bool {
-        let lo = SlotKey {
-            rev_nat_id: svc.rev_nat_id,
-            slot: 1,
-        };
-        let hi = SlotKey {
-            rev_nat_id: svc.rev_nat_id,
-            slot: svc.backend_count,
-        };
-        svc.backend_count > 0 && self.slots.range(lo..=hi).any(|(_, s)| s.backend_id == id)
-    }
-
-    fn pick(&self, svc: &ServiceEntry, flow_hash: u32) -> Option<BackendId> {
-        match svc.algorithm {
-            Algorithm::Maglev => {
-                let table = self.maglev.get(&svc.rev_nat_id)?;
-                if table.is_empty() {
-                    return None;
-                }
-                table.get(flow_hash as usize % table.len()).copied()
-            }
-            Algorithm::Random => {
-                if svc.total_weight == 0 || svc.backend_count == 0 {
-                    return None;
-                }
-                let end_at = |i: usize| {
-                    self.slots
-                        .get(&SlotKey {
-                            rev_nat_id: svc.rev_nat_id,
-                            slot: i as u32 + 1,
-                        })
-                        .map_or(u32::MAX, |s| s.weight_end)
-                };
-                let i = weighted_index(
-                    svc.backend_count as usize,
-                    flow_hash % svc.total_weight,
-                    end_at,
-                );
-                self.slots
-                    .get(&SlotKey {
-                        rev_nat_id: svc.rev_nat_id,
-                        slot: i as u32 + 1,
-                    })
-                    .map(|s| s.backend_id)
-            }
-        }
-    }
-
-    fn verdict(&self, svc: &ServiceEntry, flow_hash: u32) -> Verdict {
-        let rev_nat_id = svc.rev_nat_id;
-        match svc.state {
-            ServiceState::NoBackends => return Verdict::Unreachable { rev_nat_id },
-            ServiceState::NoLocalBackends => return Verdict::Drop { rev_nat_id },
-            ServiceState::Ready => {}
-        }
-        match self
-            .pick(svc, flow_hash)
-            .and_then(|id| Some((id, self.backends.get(&id)?)))
-        {
-            Some((backend_id, b)) => Verdict::Forward {
-                backend_id,
-                backend: b.socket_addr(),
-                rev_nat_id,
-                from_affinity: false,
-            },
-            // An inconsistent set (a slot naming a missing backend): what a datapath does when
-            // its backend lookup misses.
-            None => Verdict::Drop { rev_nat_id },
-        }
-    }
-
     /// What the datapath does with the first packet of a new flow to `frontend` with hash
     /// `flow_hash` from `client`, when no affinity record exists for the client.
     ///
-    /// This is the pure twin of the datapath's service lookup: the same entries and the same
-    /// hash must give the same verdict in the kernel.
+    /// This is the pure twin of the datapath's service lookup over the ordered maps (the
+    /// reference); [`crate::Lookup`] gives the same verdicts from hash maps, in O(1).
     pub fn select(&self, frontend: &Frontend, flow_hash: u32, client: IpAddr) -> Verdict {
-        let _ = client;
-        match self.services.get(frontend) {
-            None => Verdict::NotAService,
-            Some(svc) => self.verdict(svc, flow_hash),
-        }
+        select(self, frontend, flow_hash, client)
     }
 
     /// Like [`EntrySet::select`], with ClientIP session affinity: a client bound to a backend
@@ -546,42 +470,153 @@ impl EntrySet {
         affinity: &mut AffinityMap,
         now: Duration,
     ) -> Verdict {
-        let Some(svc) = self.services.get(frontend) else {
-            return Verdict::NotAService;
-        };
-        if svc.affinity_timeout_secs == 0 || svc.state != ServiceState::Ready {
-            return self.verdict(svc, flow_hash);
-        }
-        let key = AffinityKey {
-            rev_nat_id: svc.rev_nat_id,
-            client,
-        };
-        let timeout = Duration::from_secs(u64::from(svc.affinity_timeout_secs));
-        if let Some(entry) = affinity.entries.get_mut(&key)
-            && now.saturating_sub(entry.last_used) <= timeout
-            && self.in_slots(svc, entry.backend_id)
-            && let Some(b) = self.backends.get(&entry.backend_id)
-        {
-            entry.last_used = now;
-            return Verdict::Forward {
-                backend_id: entry.backend_id,
-                backend: b.socket_addr(),
-                rev_nat_id: svc.rev_nat_id,
-                from_affinity: true,
-            };
-        }
-        let verdict = self.verdict(svc, flow_hash);
-        if let Verdict::Forward { backend_id, .. } = verdict {
-            affinity.entries.insert(
-                key,
-                AffinityEntry {
-                    backend_id,
-                    last_used: now,
-                },
-            );
-        }
-        verdict
+        select_with_affinity(self, frontend, flow_hash, client, affinity, now)
     }
+}
+
+/// The lookups a datapath makes, over whatever storage holds the maps.
+pub(crate) trait Maps {
+    /// The service map.
+    fn service(&self, frontend: &Frontend) -> Option<&ServiceEntry>;
+    /// The backend map.
+    fn backend(&self, id: BackendId) -> Option<&BackendEntry>;
+    /// Slot `hash mod M` of a frontend's Maglev table.
+    fn maglev_slot(&self, rev_nat_id: RevNatId, flow_hash: u32) -> Option<BackendId>;
+    /// The first slot of a frontend whose cumulative weight exceeds `point`.
+    fn weighted_slot(&self, svc: &ServiceEntry, point: u32) -> Option<BackendId>;
+    /// Whether a backend is in a frontend's slots.
+    fn in_slots(&self, svc: &ServiceEntry, id: BackendId) -> bool;
+}
+
+impl Maps for EntrySet {
+    fn service(&self, frontend: &Frontend) -> Option<&ServiceEntry> {
+        self.services.get(frontend)
+    }
+
+    fn backend(&self, id: BackendId) -> Option<&BackendEntry> {
+        self.backends.get(&id)
+    }
+
+    fn maglev_slot(&self, rev_nat_id: RevNatId, flow_hash: u32) -> Option<BackendId> {
+        let table = self.maglev.get(&rev_nat_id)?;
+        if table.is_empty() {
+            return None;
+        }
+        table.get(flow_hash as usize % table.len()).copied()
+    }
+
+    fn weighted_slot(&self, svc: &ServiceEntry, point: u32) -> Option<BackendId> {
+        self.slots
+            .range(slot_range(svc))
+            .find(|(_, s)| s.weight_end > point)
+            .map(|(_, s)| s.backend_id)
+    }
+
+    fn in_slots(&self, svc: &ServiceEntry, id: BackendId) -> bool {
+        self.slots
+            .range(slot_range(svc))
+            .any(|(_, s)| s.backend_id == id)
+    }
+}
+
+/// The slot keys `1..=backend_count` of a frontend.
+pub(crate) fn slot_range(svc: &ServiceEntry) -> std::ops::RangeInclusive<SlotKey> {
+    SlotKey {
+        rev_nat_id: svc.rev_nat_id,
+        slot: 1,
+    }..=SlotKey {
+        rev_nat_id: svc.rev_nat_id,
+        slot: svc.backend_count.max(1),
+    }
+}
+
+fn pick<M: Maps>(maps: &M, svc: &ServiceEntry, flow_hash: u32) -> Option<BackendId> {
+    match svc.algorithm {
+        Algorithm::Maglev => maps.maglev_slot(svc.rev_nat_id, flow_hash),
+        Algorithm::Random => {
+            if svc.total_weight == 0 || svc.backend_count == 0 {
+                return None;
+            }
+            maps.weighted_slot(svc, flow_hash % svc.total_weight)
+        }
+    }
+}
+
+fn verdict<M: Maps>(maps: &M, svc: &ServiceEntry, flow_hash: u32) -> Verdict {
+    let rev_nat_id = svc.rev_nat_id;
+    match svc.state {
+        ServiceState::NoBackends => return Verdict::Unreachable { rev_nat_id },
+        ServiceState::NoLocalBackends => return Verdict::Drop { rev_nat_id },
+        ServiceState::Ready => {}
+    }
+    match pick(maps, svc, flow_hash).and_then(|id| Some((id, maps.backend(id)?))) {
+        Some((backend_id, b)) => Verdict::Forward {
+            backend_id,
+            backend: b.socket_addr(),
+            rev_nat_id,
+            from_affinity: false,
+        },
+        // An inconsistent set (a slot naming a missing backend): what a datapath does when its
+        // backend lookup misses.
+        None => Verdict::Drop { rev_nat_id },
+    }
+}
+
+pub(crate) fn select<M: Maps>(
+    maps: &M,
+    frontend: &Frontend,
+    flow_hash: u32,
+    _client: IpAddr,
+) -> Verdict {
+    match maps.service(frontend) {
+        None => Verdict::NotAService,
+        Some(svc) => verdict(maps, svc, flow_hash),
+    }
+}
+
+pub(crate) fn select_with_affinity<M: Maps>(
+    maps: &M,
+    frontend: &Frontend,
+    flow_hash: u32,
+    client: IpAddr,
+    affinity: &mut AffinityMap,
+    now: Duration,
+) -> Verdict {
+    let Some(svc) = maps.service(frontend) else {
+        return Verdict::NotAService;
+    };
+    if svc.affinity_timeout_secs == 0 || svc.state != ServiceState::Ready {
+        return verdict(maps, svc, flow_hash);
+    }
+    let key = AffinityKey {
+        rev_nat_id: svc.rev_nat_id,
+        client,
+    };
+    let timeout = Duration::from_secs(u64::from(svc.affinity_timeout_secs));
+    if let Some(entry) = affinity.entries.get_mut(&key)
+        && now.saturating_sub(entry.last_used) <= timeout
+        && maps.in_slots(svc, entry.backend_id)
+        && let Some(b) = maps.backend(entry.backend_id)
+    {
+        entry.last_used = now;
+        return Verdict::Forward {
+            backend_id: entry.backend_id,
+            backend: b.socket_addr(),
+            rev_nat_id: svc.rev_nat_id,
+            from_affinity: true,
+        };
+    }
+    let v = verdict(maps, svc, flow_hash);
+    if let Verdict::Forward { backend_id, .. } = v {
+        affinity.entries.insert(
+            key,
+            AffinityEntry {
+                backend_id,
+                last_used: now,
+            },
+        );
+    }
+    v
 }
 
 /// Serialises a map with structured keys as a list of `{"key": …, "value": …}` objects (JSON

@@ -8,7 +8,8 @@
 //! * [`LoadBalancer`]: applies services and endpoints, keeps [`BackendId`]s and [`RevNatId`]s
 //!   stable, and yields [`EntrySet`]s and [`EntryDiff`]s for the datapath.
 //! * [`Maglev`] and [`WeightedRandom`], behind the [`Selector`] trait.
-//! * [`EntrySet::select`]: the pure twin of the datapath's lookup.
+//! * [`EntrySet::select`]: the pure twin of the datapath's lookup, and [`Lookup`], the same
+//!   verdicts from hash maps in O(1).
 //!
 //! ```
 //! use strata_lb::{
@@ -43,6 +44,7 @@ mod balancer;
 pub mod entries;
 mod error;
 mod hash;
+mod lookup;
 pub mod maglev;
 pub mod model;
 mod selector;
@@ -55,6 +57,7 @@ pub use entries::{
 };
 pub use error::{Error, Result};
 pub use hash::{flow_hash, hash64};
+pub use lookup::Lookup;
 pub use maglev::{Maglev, MaglevBackend, SlotChange, TableSize};
 pub use model::{
     Algorithm, BackendState, Endpoint, EndpointGroup, EndpointPort, Frontend, FrontendKind,

@@ -4,12 +4,13 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::time::Duration;
 
 use proptest::prelude::*;
 use strata_lb::{
-    Algorithm, BackendState, Config, Endpoint, EndpointGroup, EntryDiff, EntrySet, Frontend,
-    LoadBalancer, Protocol, Service, ServiceName, ServicePort, ServiceState, TableSize,
-    TrafficPolicy, Verdict, flow_hash,
+    AffinityMap, Algorithm, BackendState, Config, Endpoint, EndpointGroup, EntryDiff, EntrySet,
+    Frontend, LoadBalancer, Lookup, Protocol, Service, ServiceName, ServicePort, ServiceState,
+    SessionAffinity, TableSize, TrafficPolicy, Verdict, flow_hash,
 };
 
 #[derive(Debug, Clone)]
@@ -19,6 +20,7 @@ enum Op {
         backends: Vec<(u8, u8, u8)>,
         local: bool,
         random: bool,
+        affinity: bool,
     },
     Remove {
         svc: u8,
@@ -27,8 +29,8 @@ enum Op {
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        3 => (0u8..6, proptest::collection::vec((0u8..12, 0u8..4, 0u8..3), 0..8), any::<bool>(), any::<bool>())
-            .prop_map(|(svc, backends, local, random)| Op::Upsert { svc, backends, local, random }),
+        3 => (0u8..6, proptest::collection::vec((0u8..12, 0u8..4, 0u8..3), 0..8), any::<bool>(), any::<bool>(), any::<bool>())
+            .prop_map(|(svc, backends, local, random, affinity)| Op::Upsert { svc, backends, local, random, affinity }),
         1 => (0u8..6).prop_map(|svc| Op::Remove { svc }),
     ]
 }
@@ -47,7 +49,7 @@ fn name(svc: u8) -> ServiceName {
     ServiceName::new("ns", format!("svc-{svc}"))
 }
 
-fn service(svc: u8, local: bool, random: bool) -> Service {
+fn service(svc: u8, local: bool, random: bool, affinity: bool) -> Service {
     let mut s = Service::new(name(svc));
     s.cluster_ips = vec![IpAddr::from([10, 96, 0, svc])];
     let mut p = ServicePort::new(Protocol::Tcp, 80);
@@ -58,6 +60,9 @@ fn service(svc: u8, local: bool, random: bool) -> Service {
     }
     if random {
         s.algorithm = Some(Algorithm::Random);
+    }
+    if affinity {
+        s.session_affinity = SessionAffinity::ClientIp { timeout_secs: 30 };
     }
     s
 }
@@ -152,6 +157,32 @@ fn check_consistent(e: &EntrySet) -> Result<(), TestCaseError> {
     Ok(())
 }
 
+/// The incrementally kept lookup form equals a fresh one and selects exactly like the ordered
+/// reference maps, with and without affinity.
+fn check_lookup(
+    lb: &LoadBalancer,
+    aff_lookup: &mut AffinityMap,
+    aff_entries: &mut AffinityMap,
+    now: &mut Duration,
+) -> Result<(), TestCaseError> {
+    prop_assert_eq!(lb.lookup(), &Lookup::new(lb.entries()));
+    for f in lb.entries().services.keys() {
+        for i in 0..16u32 {
+            let c = IpAddr::V4(Ipv4Addr::new(192, 0, 2, (i % 4) as u8));
+            let h = i.wrapping_mul(0x9e37_79b9) ^ u32::from(f.port);
+            prop_assert_eq!(lb.select(f, h, c), lb.entries().select(f, h, c));
+            *now += Duration::from_secs(u64::from(i % 3) * 7);
+            let a = lb.select_with_affinity(f, h, c, aff_lookup, *now);
+            let b = lb
+                .entries()
+                .select_with_affinity(f, h, c, aff_entries, *now);
+            prop_assert_eq!(a, b);
+        }
+    }
+    prop_assert_eq!(&*aff_lookup, &*aff_entries);
+    Ok(())
+}
+
 fn verdicts(lb: &LoadBalancer) -> BTreeMap<(Frontend, u32), String> {
     let mut out = BTreeMap::new();
     for f in lb.entries().services.keys() {
@@ -175,12 +206,14 @@ proptest! {
     #[test]
     fn incremental_entries_match_a_fresh_build(ops in proptest::collection::vec(op(), 1..25)) {
         let mut lb = LoadBalancer::new(config());
+        let (mut aff_lookup, mut aff_entries) = (AffinityMap::new(), AffinityMap::new());
+        let mut now = Duration::from_secs(100);
         let mut last: BTreeMap<u8, (Service, Vec<EndpointGroup>)> = BTreeMap::new();
         for op in ops {
             let before = lb.entries().clone();
             match op {
-                Op::Upsert { svc, backends, local, random } => {
-                    let s = service(svc, local, random);
+                Op::Upsert { svc, backends, local, random, affinity } => {
+                    let s = service(svc, local, random, affinity);
                     let eps = endpoints(&backends);
                     let diff = lb.upsert(s.clone(), &eps).unwrap();
                     prop_assert_eq!(sorted(&diff), sorted(&before.diff(lb.entries())));
@@ -200,6 +233,7 @@ proptest! {
                 }
             }
             check_consistent(lb.entries())?;
+            check_lookup(&lb, &mut aff_lookup, &mut aff_entries, &mut now)?;
             let mut patched = before.clone();
             patched.apply(&before.diff(lb.entries()));
             prop_assert_eq!(&patched, lb.entries());
