@@ -173,7 +173,7 @@ fn speaker(args: SpeakerArgs) -> Result<ExitCode> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(async move {
+    let result = runtime.block_on(async move {
         use tokio::io::AsyncBufReadExt;
         use tokio::signal::unix::{SignalKind, signal};
 
@@ -215,7 +215,10 @@ fn speaker(args: SpeakerArgs) -> Result<ExitCode> {
             print_line(&event_json(&e))?;
         }
         Ok(ExitCode::SUCCESS)
-    })
+    });
+    // The stdin reader sits in a blocking read; do not wait for it.
+    runtime.shutdown_background();
+    result
 }
 
 fn stdin_command(speaker: &Speaker, line: &str) -> Result<()> {
