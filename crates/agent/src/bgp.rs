@@ -248,7 +248,7 @@ fn parse_hex(text: &str) -> Result<Vec<u8>> {
         .filter(|b| !b.is_ascii_whitespace() && *b != b':')
         .collect();
     let digits = digits.strip_prefix(b"0x").unwrap_or(&digits);
-    if digits.len() % 2 != 0 {
+    if !digits.len().is_multiple_of(2) {
         bail!("--hex has an odd number of digits");
     }
     digits

@@ -362,6 +362,9 @@ enum Internal {
     },
 }
 
+/// Announcements sharing attributes: the attributes, the IPv6 next hop, the prefixes.
+type Group = (Vec<PathAttribute>, Option<NextHop>, Vec<IpNet>);
+
 enum WriterMsg {
     Bytes(Vec<u8>),
     Close,
@@ -1051,7 +1054,7 @@ impl Core {
                         path: (*c.path).clone(),
                     })
                     .collect();
-                out.sort_by(|a, b| a.prefix.cmp(&b.prefix));
+                out.sort_by_key(|e| e.prefix);
                 let _ = reply.send(out);
             }
             Command::AdjRibIn(addr, reply) => {
@@ -1061,7 +1064,7 @@ impl Core {
                     .filter(|n| n.config.address == addr)
                     .flat_map(|n| n.adj_in.iter().map(|(p, (path, _))| (*p, (**path).clone())))
                     .collect();
-                out.sort_by(|a, b| a.0.cmp(&b.0));
+                out.sort_by_key(|e| e.0);
                 let _ = reply.send(out);
             }
             Command::State(addr, reply) => {
@@ -1120,10 +1123,7 @@ impl Core {
             ip => ip,
         };
         // Group by the attributes that differ between announcements.
-        let mut groups: BTreeMap<
-            (bool, String),
-            (Vec<PathAttribute>, Option<NextHop>, Vec<IpNet>),
-        > = BTreeMap::new();
+        let mut groups: BTreeMap<(bool, String), Group> = BTreeMap::new();
         for p in prefixes {
             let Some(a) = self.local.get(p) else { continue };
             let family = AddressFamily::of(p);

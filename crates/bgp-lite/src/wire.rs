@@ -1333,7 +1333,7 @@ fn parse_open(body: &[u8]) -> Result<Open, DecodeError> {
 }
 
 fn parse_family_list(value: &[u8], at: usize) -> Result<Vec<(AddressFamily, u8)>, DecodeError> {
-    if value.len() % 4 != 0 {
+    if !value.len().is_multiple_of(4) {
         return Err(DecodeError::MalformedOpen {
             what: "capability family list length",
             offset: at,
@@ -1838,7 +1838,7 @@ fn parse_attribute(flags: u8, code: u8, len: u16, value: &[u8], opts: Options) -
             }
         }
         8 => {
-            if value.is_empty() || value.len() % 4 != 0 {
+            if value.is_empty() || !value.len().is_multiple_of(4) {
                 return Err(length_err);
             }
             PathAttribute::Communities(
@@ -1849,7 +1849,7 @@ fn parse_attribute(flags: u8, code: u8, len: u16, value: &[u8], opts: Options) -
             )
         }
         32 => {
-            if value.is_empty() || value.len() % 12 != 0 {
+            if value.is_empty() || !value.len().is_multiple_of(12) {
                 return Err(length_err);
             }
             PathAttribute::LargeCommunities(
