@@ -170,4 +170,34 @@ fn disruption_report() {
         );
         assert!(extra < 0.05, "N={n}: {extra}");
     }
+    // The paper's experiment (its figure on resilience to backend changes): 1000 backends, k %
+    // of them removed at once, fraction of all table entries that change.
+    let names: Vec<u32> = (0..1000).collect();
+    for m in [65_537u64, 131_071] {
+        let size = TableSize::new(m).unwrap();
+        let old = Maglev::build(size, &backends(&names, &[])).unwrap();
+        for k in [1u32, 2, 5, 10] {
+            let removed: std::collections::BTreeSet<u32> =
+                (0..k * 10).map(|i| i * 97 % 1000).collect();
+            let rest: Vec<u32> = names
+                .iter()
+                .copied()
+                .filter(|x| !removed.contains(x))
+                .collect();
+            let new = Maglev::build(size, &backends(&rest, &[])).unwrap();
+            let changed = old
+                .slots()
+                .iter()
+                .zip(new.slots())
+                .filter(|(a, b)| a != b)
+                .count();
+            let own = old.slots().iter().filter(|a| removed.contains(a)).count();
+            println!(
+                "maglev N=1000 M={m}: {k} % removed: {:.2} % of entries changed ({:.2} % were the removed backends' own)",
+                100.0 * changed as f64 / m as f64,
+                100.0 * own as f64 / m as f64
+            );
+            assert!(changed - own <= m as usize / 20, "more than 5 % extra");
+        }
+    }
 }
