@@ -3,6 +3,7 @@
 //! Every command first makes sure the system packages the workspace needs are installed (see
 //! [`packages::REQUIRED`]), installing the missing ones with apt-get when run as root.
 
+mod bench;
 mod fuzz;
 mod layering;
 mod packages;
@@ -18,7 +19,8 @@ commands:
   test            system packages, fmt, clippy, tests (privileged ones when root), benches in
                   test mode, dependency direction check
   demo            system packages, then `strata demo` on the embedded example cluster
-  bench [ARGS]    system packages, then `cargo bench` on strata-bench (ARGS go to cargo bench)
+  bench [ARGS]    system packages, then `cargo bench` on strata-bench (ARGS go to cargo bench);
+                  --quick | --report: eBPF versus iptables/nftables, writes BENCHMARKS.md
   packages        only check and install the system packages
   layering        only check that dependencies point the way DESIGN.md says";
 
@@ -49,12 +51,7 @@ fn run() -> Result<()> {
                     .current_dir(&root),
             )
         }
-        "bench" => {
-            packages::ensure()?;
-            let mut cmd = vec!["bench", "-p", "strata-bench"];
-            cmd.extend(args[1..].iter().map(String::as_str));
-            cargo(&root, &cmd)
-        }
+        "bench" => bench::run(&root, &args[1..]),
         "packages" => packages::ensure(),
         "layering" => layering::check(&root),
         "fuzz" => fuzz::run_bounded(&root),
