@@ -141,6 +141,17 @@ impl std::fmt::Debug for Datapath {
     }
 }
 
+/// Removing a key that is already gone is not an error (the map ends as wanted).
+fn absent_ok(r: Result<(), MapError>) -> Result<(), MapError> {
+    match r {
+        Err(MapError::SyscallError(s)) if s.io_error.raw_os_error() == Some(libc::ENOENT) => {
+            Ok(())
+        }
+        Err(MapError::KeyNotFound) => Ok(()),
+        other => other,
+    }
+}
+
 fn map_err(map: &'static str, operation: &'static str, e: MapError) -> Error {
     if let MapError::SyscallError(s) = &e {
         let code = s.io_error.raw_os_error();
@@ -446,7 +457,7 @@ impl Datapath {
                     .map_err(|e| map_err("policy", "insert", e))?;
             }
             for k in &d.policy.remove {
-                m.remove(&Key::new(k.prefixlen, k.data()))
+                absent_ok(m.remove(&Key::new(k.prefixlen, k.data())))
                     .map_err(|e| map_err("policy", "remove", e))?;
             }
         }
@@ -457,12 +468,12 @@ impl Datapath {
                     .map_err(|e| map_err("endpoints", "insert", e))?;
             }
             for k in &d.endpoints.remove {
-                m.remove(k).map_err(|e| map_err("endpoints", "remove", e))?;
+                absent_ok(m.remove(k)).map_err(|e| map_err("endpoints", "remove", e))?;
             }
         }
         let mut m: LpmTrie<_, IpcacheKeyData, IpcacheValue> = self.typed_map_mut("ipcache")?;
         for k in &d.ipcache.remove {
-            m.remove(&Key::new(k.prefixlen, k.addr))
+            absent_ok(m.remove(&Key::new(k.prefixlen, k.addr)))
                 .map_err(|e| map_err("ipcache", "remove", e))?;
         }
         Ok(())
