@@ -227,12 +227,13 @@ fn measure_variant(
     }
     for (change_name, change, undo) in changes(scenario) {
         for &(mode, mode_name) in modes(v) {
-            let mut samples = Vec::new();
+            let (mut samples, mut kernel) = (Vec::new(), Vec::new());
             let mut ops = 0;
             for _ in 0..plan.repeats {
-                let (dt, o) = rig.update(&change, mode)?;
-                samples.push(dt.as_secs_f64() * 1e3);
-                ops = o;
+                let t = rig.update(&change, mode)?;
+                samples.push(t.total.as_secs_f64() * 1e3);
+                kernel.push(t.kernel.as_secs_f64() * 1e3);
+                ops = t.ops;
                 rig.update(&undo, UpdateMode::Incremental)?;
             }
             let u = UpdatePoint {
@@ -241,12 +242,14 @@ fn measure_variant(
                 change: change_name.into(),
                 n,
                 ms: Stat::of(&samples),
+                kernel_ms: Stat::of(&kernel),
                 ops,
             };
             eprintln!(
-                "versus: N={n:>6} {:<16} update {change_name:<8} {mode_name:<12} {:>9.3} ms ({ops} ops)",
+                "versus: N={n:>6} {:<16} update {change_name:<8} {mode_name:<12} {:>9.3} ms (kernel part {:>9.3} ms, {ops} ops)",
                 v.name(),
-                u.ms.median
+                u.ms.median,
+                u.kernel_ms.median
             );
             res.updates.push(u);
         }

@@ -516,9 +516,36 @@ impl Rendering {
     }
 }
 
-/// Deletes (by position, last first) the rules of `old` missing from `new`, then inserts the
-/// rules of `new` missing from `old` at their final positions; rewrites the chain when that
-/// does not work (short chains, repeated rules, reordered rules).
+/// Indices (into `seq`) of one longest strictly increasing subsequence.
+fn longest_increasing(seq: &[usize]) -> Vec<usize> {
+    // tails[k]: index of the smallest tail of an increasing run of length k + 1.
+    let mut tails: Vec<usize> = Vec::new();
+    let mut prev = vec![usize::MAX; seq.len()];
+    for i in 0..seq.len() {
+        let k = tails.partition_point(|&t| seq[t] < seq[i]);
+        if k > 0 {
+            prev[i] = tails[k - 1];
+        }
+        if k == tails.len() {
+            tails.push(i);
+        } else {
+            tails[k] = i;
+        }
+    }
+    let mut out = Vec::with_capacity(tails.len());
+    let mut cur = tails.last().copied().unwrap_or(usize::MAX);
+    while cur != usize::MAX {
+        out.push(cur);
+        cur = prev[cur];
+    }
+    out.reverse();
+    out
+}
+
+/// Deletes (by position, last first) the rules of `old` that are not kept, then inserts the
+/// rules of `new` that are not kept at their final positions. Kept rules are a longest run of
+/// rules common to both in the same order (rules that moved are deleted and inserted again).
+/// Short chains and chains with repeated rules are rewritten.
 fn chain_update(s: &mut String, old: &Chain, new: &Chain) {
     let rewrite = |s: &mut String| {
         let _ = writeln!(s, "-F {}", new.name);
@@ -526,25 +553,35 @@ fn chain_update(s: &mut String, old: &Chain, new: &Chain) {
             let _ = writeln!(s, "-A {} {r}", new.name);
         }
     };
-    let old_set: HashSet<&String> = old.rules.iter().collect();
+    let old_pos: HashMap<&String, usize> =
+        old.rules.iter().enumerate().map(|(i, r)| (r, i)).collect();
     let new_set: HashSet<&String> = new.rules.iter().collect();
-    if old.rules.len() < 64 || old_set.len() != old.rules.len() || new_set.len() != new.rules.len()
+    if old.rules.len() < 64 || old_pos.len() != old.rules.len() || new_set.len() != new.rules.len()
     {
         return rewrite(s);
     }
-    let kept_old: Vec<&String> = old.rules.iter().filter(|r| new_set.contains(r)).collect();
-    let kept_new: Vec<&String> = new.rules.iter().filter(|r| old_set.contains(r)).collect();
-    if kept_old != kept_new {
-        return rewrite(s);
+    // Old positions of the common rules, in new order; the kept ones are increasing.
+    let common: Vec<(usize, usize)> = new
+        .rules
+        .iter()
+        .enumerate()
+        .filter_map(|(j, r)| old_pos.get(r).map(|&i| (j, i)))
+        .collect();
+    let seq: Vec<usize> = common.iter().map(|c| c.1).collect();
+    let mut kept_old = vec![false; old.rules.len()];
+    let mut kept_new = vec![false; new.rules.len()];
+    for k in longest_increasing(&seq) {
+        kept_new[common[k].0] = true;
+        kept_old[common[k].1] = true;
     }
-    for (i, r) in old.rules.iter().enumerate().rev() {
-        if !new_set.contains(r) {
+    for (i, kept) in kept_old.iter().enumerate().rev() {
+        if !kept {
             let _ = writeln!(s, "-D {} {}", old.name, i + 1);
         }
     }
-    for (i, r) in new.rules.iter().enumerate() {
-        if !old_set.contains(r) {
-            let _ = writeln!(s, "-I {} {} {r}", new.name, i + 1);
+    for (j, kept) in kept_new.iter().enumerate() {
+        if !kept {
+            let _ = writeln!(s, "-I {} {} {}", new.name, j + 1, new.rules[j]);
         }
     }
 }
@@ -593,6 +630,15 @@ mod tests {
         chain_update(&mut s, &old, &new);
         assert!(s.contains("-D C 52"), "{s}");
         assert_eq!(replay(&old, &s), new.rules);
+        // A rule moved far away is deleted and inserted, not the whole chain rewritten.
+        let mut moved = old_rules.clone();
+        let r = moved.remove(3);
+        moved.insert(90, r);
+        let moved = chain(&moved.iter().map(String::as_str).collect::<Vec<_>>());
+        let mut s = String::new();
+        chain_update(&mut s, &old, &moved);
+        assert_eq!(s.lines().count(), 2, "{s}");
+        assert_eq!(replay(&old, &s), moved.rules);
         let small = chain(&["a", "b"]);
         let mut s = String::new();
         chain_update(&mut s, &small, &chain(&["b", "a"]));

@@ -163,6 +163,28 @@ pub fn render(table: &str, endpoints: &[EndpointRules]) -> Rendering {
 
 const CHUNK: usize = 4096;
 
+/// Operations in an `nft -f` script: one per rule or chain command line, one per element of
+/// an element command.
+pub fn operations(script: &str) -> usize {
+    script
+        .lines()
+        .map(|l| {
+            if l.contains(" element ") {
+                l.split_once('{')
+                    .map(|(_, els)| {
+                        els.trim_end_matches(['}', ' '])
+                            .split(", ")
+                            .filter(|e| !e.trim().is_empty())
+                            .count()
+                    })
+                    .unwrap_or(0)
+            } else {
+                1
+            }
+        })
+        .sum()
+}
+
 impl Rendering {
     /// Rules over all chains, the base chain included.
     pub fn rule_count(&self) -> usize {

@@ -231,6 +231,77 @@ fn strata_state(engine: &PolicyEngine, locals: &[(LocalEndpoint, u32)]) -> Resul
     Ok(state)
 }
 
+/// Applies a compiler diff to the map state of the local endpoints (ipcache prefixes,
+/// endpoint identity and enforcement, policy entries): what the agent does between
+/// `PolicyEngine::apply` and `Datapath::sync`, without rebuilding the state.
+fn apply_diff(
+    state: &mut MapState,
+    locals: &[(LocalEndpoint, u32)],
+    diff: &strata_policy::Diff,
+) -> Result<(), Error> {
+    use strata_datapath::abi::{
+        EP_ENFORCE_EGRESS, EP_ENFORCE_INGRESS, IpcacheKey, PolicyKey, PolicyValue,
+    };
+    use strata_datapath::translate::{direction, verdict};
+    use strata_policy::Direction;
+    for net in &diff.ipcache_delete {
+        state
+            .ipcache
+            .remove(&IpcacheKey::prefix(net.addr(), net.prefix_len()));
+    }
+    for e in &diff.ipcache_set {
+        add_prefix(state, e.prefix.addr(), e.prefix.prefix_len(), e.identity.0)?;
+    }
+    for ed in &diff.endpoints {
+        let Some((_, ifindex)) = locals.iter().find(|(l, _)| l.pod == ed.endpoint) else {
+            continue;
+        };
+        let Some(ep) = state.endpoints.get_mut(ifindex) else {
+            return Err(Error::Endpoint {
+                pod: ed.endpoint.to_string(),
+                reason: "local endpoint missing from the map state".into(),
+            });
+        };
+        ep.identity = ed.identity.0;
+        ep.flags = 0;
+        if ed.ingress_enforced {
+            ep.flags |= EP_ENFORCE_INGRESS;
+        }
+        if ed.egress_enforced {
+            ep.flags |= EP_ENFORCE_EGRESS;
+        }
+        let id = ep.endpoint_id;
+        for (d, md) in [
+            (Direction::Ingress, &ed.ingress),
+            (Direction::Egress, &ed.egress),
+        ] {
+            let key = |k: &strata_policy::EntryKey| {
+                PolicyKey::entry(
+                    id,
+                    k.identity,
+                    direction(d),
+                    k.protocol,
+                    k.port,
+                    k.port_prefix_len,
+                )
+            };
+            for k in &md.delete {
+                state.policy.remove(&key(k));
+            }
+            for e in &md.add {
+                state.policy.insert(
+                    key(&e.key),
+                    PolicyValue {
+                        verdict: verdict(e.verdict),
+                        rule: 0,
+                    },
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
 /// How an update is pushed to the kernel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum UpdateMode {
@@ -320,42 +391,46 @@ impl Enforcer {
         self.variant
     }
 
-    /// Pushes `change` (already applied to `cluster`) to the kernel and returns the number of
-    /// kernel-side operations (rules, set members, map entries) it carried.
+    /// Pushes `change` (already applied to `cluster`) to the kernel. Returns the number of
+    /// kernel-side operations it carried (rules, set members, map entries or elements) and
+    /// the time spent in the kernel-facing part (the restore commands, `nft`, the map sync).
     pub fn update(
         &mut self,
         cluster: &Cluster,
         change: &Change,
         mode: UpdateMode,
-    ) -> Result<usize, Error> {
+    ) -> Result<(usize, Duration), Error> {
         let variant = self.variant;
         let rules = match &self.applied {
             Applied::Iptables(_) | Applied::Nft(_) => self.lower(cluster)?,
             _ => Vec::new(),
         };
         match &mut self.applied {
-            Applied::Nothing => Ok(0),
+            Applied::Nothing => Ok((0, Duration::ZERO)),
             Applied::Strata {
                 datapath,
                 engine,
                 state,
             } => {
-                let _diff = engine.apply(change.clone())?;
-                let new_state = strata_state(engine, &self.locals)?;
-                *state = new_state;
+                let diff = engine.apply(change.clone())?;
+                apply_diff(state, &self.locals, &diff)?;
+                let t = Instant::now();
                 let stats = datapath.sync(state)?;
-                Ok(stats.upserts + stats.removals)
+                Ok((stats.upserts + stats.removals, t.elapsed()))
             }
             Applied::Iptables(old) => {
                 let old = old.clone();
                 let new = render_ipt(variant, &rules);
+                let t;
                 let ops = match mode {
                     UpdateMode::Full => {
+                        t = Instant::now();
                         self.ipt_full(&new, Some(&old))?;
                         new.rule_count() + new.ipset_members()
                     }
                     UpdateMode::Incremental => {
                         let u = new.update_from(&old);
+                        t = Instant::now();
                         if !u.ipset_before.is_empty() {
                             run_in_netns(&self.node, "ipset", &["restore"], &u.ipset_before)?;
                         }
@@ -368,26 +443,33 @@ impl Enforcer {
                         if !u.ipset_after.is_empty() {
                             run_in_netns(&self.node, "ipset", &["restore"], &u.ipset_after)?;
                         }
+                        // Script lines minus `*filter` and `COMMIT`.
                         u.ipset_before.lines().count()
                             + u.iptables.lines().count().saturating_sub(2)
                             + u.ipset_after.lines().count()
                     }
                 };
+                let took = t.elapsed();
                 self.applied = Applied::Iptables(new);
-                Ok(ops)
+                Ok((ops, took))
             }
             Applied::Nft(old) => {
                 let new = nft::render(NFT_TABLE, &rules);
-                let script = match mode {
-                    UpdateMode::Full => new.full_script(),
-                    UpdateMode::Incremental => new.update_from(old),
+                let (script, ops) = match mode {
+                    UpdateMode::Full => (new.full_script(), new.rule_count() + new.element_count()),
+                    UpdateMode::Incremental => {
+                        let u = new.update_from(old);
+                        let ops = nft::operations(&u);
+                        (u, ops)
+                    }
                 };
+                let t = Instant::now();
                 if !script.is_empty() {
                     run_in_netns(&self.node, "nft", &["-f", "-"], &script)?;
                 }
-                let ops = script.matches(", ").count() + script.lines().count();
+                let took = t.elapsed();
                 self.applied = Applied::Nft(new);
-                Ok(ops)
+                Ok((ops, took))
             }
         }
     }
@@ -713,23 +795,33 @@ impl Rig {
         })
     }
 
-    /// Applies `change` to the scenario and pushes it with `mode`; returns the wall time and
-    /// the number of kernel-side operations.
-    pub fn update(
-        &mut self,
-        change: &Change,
-        mode: UpdateMode,
-    ) -> Result<(Duration, usize), Error> {
+    /// Applies `change` to the scenario and pushes it with `mode`.
+    pub fn update(&mut self, change: &Change, mode: UpdateMode) -> Result<UpdateTiming, Error> {
         let t0 = Instant::now();
         self.scenario.apply(change)?;
-        let ops = self.enforcer.update(&self.scenario.cluster, change, mode)?;
-        Ok((t0.elapsed(), ops))
+        let (ops, kernel) = self.enforcer.update(&self.scenario.cluster, change, mode)?;
+        Ok(UpdateTiming {
+            total: t0.elapsed(),
+            kernel,
+            ops,
+        })
     }
 
     /// Memory and size figures.
     pub fn footprint(&self) -> Result<Footprint, Error> {
         self.enforcer.footprint()
     }
+}
+
+/// What one update cost.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UpdateTiming {
+    /// From the change to the kernel enforcing it (render or compile included).
+    pub total: Duration,
+    /// The kernel-facing part alone (restore commands, `nft`, `Datapath::sync`).
+    pub kernel: Duration,
+    /// Kernel-side operations carried.
+    pub ops: usize,
 }
 
 /// Median, minimum and maximum of repeated samples.

@@ -170,23 +170,26 @@ impl Scenario {
         ]
     }
 
-    /// The first update measured: peer 0 relabelled from group 0 into group 1 (with one
-    /// peer, the client itself moves to a group no policy selects).
+    /// The first update measured: peer 0 relabelled out of its group (into a group no policy
+    /// selects), so its entries, rules, set membership or map elements go away. With one peer,
+    /// that peer is the client.
     pub fn relabel(&self) -> Change {
-        let mut pod = peer_pod(0, 1);
-        if self.peers == 1 {
-            pod.name = "client".into();
-        }
+        let mut pod = self.peer(0);
+        pod.labels.insert("group".into(), "none".into());
         Change::UpsertPod(pod)
     }
 
     /// The change undoing [`Scenario::relabel`].
     pub fn relabel_back(&self) -> Change {
-        let mut pod = peer_pod(0, 0);
-        if self.peers == 1 {
+        Change::UpsertPod(self.peer(0))
+    }
+
+    fn peer(&self, i: usize) -> Pod {
+        let mut pod = peer_pod(i, i / GROUP);
+        if i + 1 == self.peers {
             pod.name = "client".into();
         }
-        Change::UpsertPod(pod)
+        pod
     }
 
     /// The second update measured: a new policy allowing group 0 on TCP port 6000.
