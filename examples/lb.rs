@@ -41,7 +41,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let rev = lb.rev_nat_id(&frontend).ok_or("frontend missing")?;
     let before = lb.entries().maglev[&rev].clone();
     let mut counts = std::collections::BTreeMap::new();
-    for id in &before {
+    for id in before.iter() {
         *counts.entry(id.0).or_insert(0) += 1;
     }
     println!(

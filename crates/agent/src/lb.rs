@@ -294,7 +294,7 @@ fn print_services(views: &[ServiceView], entries: &EntrySet) {
     );
     for (rev, table) in &entries.maglev {
         let mut counts: BTreeMap<u32, usize> = BTreeMap::new();
-        for id in table {
+        for id in table.iter() {
             *counts.entry(id.0).or_insert(0) += 1;
         }
         let parts: Vec<String> = counts.iter().map(|(id, n)| format!("{id}:{n}")).collect();

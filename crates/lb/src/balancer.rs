@@ -2,6 +2,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -508,7 +509,7 @@ impl LoadBalancer {
             self.frontend_owner.insert(f.frontend, name.clone());
         }
         self.entries.apply(&diff);
-        self.lookup.apply(&diff);
+        self.lookup.apply_sharing(&diff, Some(&self.entries));
         self.services.insert(name, record);
         Ok(diff)
     }
@@ -542,7 +543,7 @@ impl LoadBalancer {
             }
         }
         self.entries.apply(&diff);
-        self.lookup.apply(&diff);
+        self.lookup.apply_sharing(&diff, Some(&self.entries));
         Ok(diff)
     }
 
@@ -646,8 +647,14 @@ impl LoadBalancer {
                 push(*ip, p.port, FrontendKind::ClusterIp);
             }
             if let Some(np) = p.node_port {
+                // Node ports listen on the node addresses of the service's IP families (those of
+                // its cluster IPs; every family for a service without one).
                 for ip in &self.config.node_addresses {
-                    push(*ip, np, FrontendKind::NodePort);
+                    if service.cluster_ips.is_empty()
+                        || service.cluster_ips.iter().any(|c| same_family(*c, *ip))
+                    {
+                        push(*ip, np, FrontendKind::NodePort);
+                    }
                 }
             }
             for ip in &service.load_balancer_ips {
@@ -803,7 +810,7 @@ impl LoadBalancer {
             SessionAffinity::ClientIp { timeout_secs } => timeout_secs,
         };
         let mut out = EntrySet::new();
-        let mut tables: HashMap<Vec<(BackendId, u16)>, Vec<BackendId>> = HashMap::new();
+        let mut tables: HashMap<Vec<(BackendId, u16)>, Arc<[BackendId]>> = HashMap::new();
         for f in &record.frontends {
             let rev = rev_nat_id(&f.frontend).expect("allocated before building");
             let choice = self.choose(record, f, backend_id);
@@ -834,7 +841,9 @@ impl LoadBalancer {
                                 MaglevBackend::new(k.maglev_key(), *id, u32::from(*w))
                             })
                             .collect();
-                        let t = Maglev::build(self.config.table_size, &input)?.into_slots();
+                        let t: Arc<[BackendId]> = Maglev::build(self.config.table_size, &input)?
+                            .into_slots()
+                            .into();
                         tables.insert(sig, t.clone());
                         t
                     }

@@ -19,6 +19,7 @@
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -292,7 +293,7 @@ impl<K: Ord + Copy, V: PartialEq + Copy> MapDiff<K, V> {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MaglevDiff {
     /// Tables that are new (or changed size): their whole contents.
-    pub replace: Vec<(RevNatId, Vec<BackendId>)>,
+    pub replace: Vec<(RevNatId, Arc<[BackendId]>)>,
     /// Tables present before and after: only the slots that changed.
     pub update: Vec<(RevNatId, Vec<SlotChange<BackendId>>)>,
     /// Tables that are gone.
@@ -360,7 +361,7 @@ pub struct EntrySet {
     pub slots: BTreeMap<SlotKey, SlotEntry>,
     /// Reverse-NAT id → Maglev table of `M` backend ids, for Maglev frontends that are ready.
     #[serde(with = "as_list")]
-    pub maglev: BTreeMap<RevNatId, Vec<BackendId>>,
+    pub maglev: BTreeMap<RevNatId, Arc<[BackendId]>>,
 }
 
 impl EntrySet {
@@ -410,6 +411,7 @@ impl EntrySet {
         }
         for (id, changes) in &diff.maglev.update {
             if let Some(table) = self.maglev.get_mut(id) {
+                let table = Arc::make_mut(table);
                 for c in changes {
                     if let Some(slot) = table.get_mut(c.index as usize) {
                         *slot = c.value;

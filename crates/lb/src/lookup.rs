@@ -1,6 +1,7 @@
 //! The service maps laid out as a datapath holds them, for O(1) selection.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use rustc_hash::FxHashMap;
@@ -23,7 +24,7 @@ pub struct Lookup {
     backends: FxHashMap<BackendId, BackendEntry>,
     /// Slot `s` of a frontend is at index `s − 1`.
     slots: FxHashMap<RevNatId, Vec<Option<SlotEntry>>>,
-    maglev: FxHashMap<RevNatId, Vec<BackendId>>,
+    maglev: FxHashMap<RevNatId, Arc<[BackendId]>>,
 }
 
 impl Lookup {
@@ -67,6 +68,12 @@ impl Lookup {
 
     /// Applies a diff, as [`EntrySet::apply`] does to the ordered maps.
     pub fn apply(&mut self, diff: &EntryDiff) {
+        self.apply_sharing(diff, None);
+    }
+
+    /// Applies a diff; with `entries` (the set the same diff was just applied to), new and
+    /// changed Maglev tables are shared with it instead of being patched a second time.
+    pub(crate) fn apply_sharing(&mut self, diff: &EntryDiff, entries: Option<&EntrySet>) {
         for (k, v) in &diff.backends.upsert {
             self.backends.insert(*k, *v);
         }
@@ -74,10 +81,14 @@ impl Lookup {
             self.put_slot(k.rev_nat_id, k.slot, Some(*v));
         }
         for (id, table) in &diff.maglev.replace {
-            self.maglev.insert(*id, table.clone());
+            let shared = entries.and_then(|e| e.maglev.get(id)).unwrap_or(table);
+            self.maglev.insert(*id, shared.clone());
         }
         for (id, changes) in &diff.maglev.update {
-            if let Some(table) = self.maglev.get_mut(id) {
+            if let Some(shared) = entries.and_then(|e| e.maglev.get(id)) {
+                self.maglev.insert(*id, shared.clone());
+            } else if let Some(table) = self.maglev.get_mut(id) {
+                let table = Arc::make_mut(table);
                 for c in changes {
                     if let Some(slot) = table.get_mut(c.index as usize) {
                         *slot = c.value;

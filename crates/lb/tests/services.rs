@@ -626,3 +626,49 @@ fn entry_sets_round_trip_through_json() {
     let back: EntrySet = serde_json::from_str(&json).unwrap();
     assert_eq!(&back, lb.entries());
 }
+
+#[test]
+fn node_ports_follow_the_service_families() {
+    let mut lb = LoadBalancer::new(config());
+    let mut s = web();
+    s.cluster_ips = vec![ip("10.96.0.10")];
+    lb.upsert(s, &[]).unwrap();
+    let node_ports: Vec<Frontend> = lb
+        .entries()
+        .services
+        .iter()
+        .filter(|(_, e)| e.kind == FrontendKind::NodePort)
+        .map(|(f, _)| *f)
+        .collect();
+    assert_eq!(node_ports, [fe("192.168.1.10:30080/TCP")]);
+}
+
+#[test]
+fn reverse_nat_id_exhaustion_is_typed_and_changes_nothing() {
+    let mut lb = LoadBalancer::new(config());
+    lb.upsert(web(), &[]).unwrap();
+    let before = lb.entries().clone();
+    let mut huge = Service::new(ServiceName::new("big", "many-ips"));
+    huge.ports = vec![ServicePort::new(Protocol::Tcp, 80)];
+    huge.external_ips = (0..70_000u32)
+        .map(|i| IpAddr::from((0x6440_0000u32 + i).to_be_bytes()))
+        .collect();
+    let err = lb.upsert(huge, &[]).unwrap_err();
+    assert_eq!(
+        err,
+        Error::IdsExhausted {
+            kind: "reverse-NAT"
+        }
+    );
+    assert_eq!(lb.entries(), &before);
+    // The ids were given back: a small service still gets the next one.
+    let mut small = Service::new(ServiceName::new("big", "one"));
+    small.cluster_ips = vec![ip("10.96.1.1")];
+    small.ports = vec![ServicePort::new(Protocol::Tcp, 80)];
+    lb.upsert(small, &[]).unwrap();
+    let used = before.rev_nat.keys().map(|r| r.0).max().unwrap();
+    assert_eq!(
+        lb.rev_nat_id(&fe("10.96.1.1:80/TCP")),
+        Some(strata_lb::RevNatId(used + 1))
+    );
+}
