@@ -8,9 +8,10 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 use strata_lb::{
-    AffinityMap, Algorithm, BackendState, Config, Endpoint, EndpointGroup, EntryDiff, EntrySet,
-    Frontend, LoadBalancer, Lookup, Protocol, Service, ServiceName, ServicePort, ServiceState,
-    SessionAffinity, TableSize, TrafficPolicy, Verdict, flow_hash,
+    AffinityMap, Algorithm, BackendId, BackendKey, BackendState, Config, Endpoint, EndpointGroup,
+    EntryDiff, EntrySet, Frontend, LoadBalancer, Lookup, Maglev, MaglevBackend, Protocol, Selector,
+    Service, ServiceName, ServicePort, ServiceState, SessionAffinity, SlotKey, TableSize,
+    TrafficPolicy, Verdict, WeightedRandom, flow_hash,
 };
 
 #[derive(Debug, Clone)]
@@ -180,6 +181,57 @@ fn check_lookup(
         }
     }
     prop_assert_eq!(&*aff_lookup, &*aff_entries);
+    // The datapath form selects as the algorithms behind the `Selector` trait do.
+    let e = lb.entries();
+    for svc in e.services.values().filter(|s| s.backend_count > 0) {
+        let slots: Vec<(BackendId, u32)> = (1..=svc.backend_count)
+            .map(|slot| {
+                let s = e.slots[&SlotKey {
+                    rev_nat_id: svc.rev_nat_id,
+                    slot,
+                }];
+                (s.backend_id, s.weight_end)
+            })
+            .scan(0, |prev, (id, end)| {
+                let w = end - *prev;
+                *prev = end;
+                Some((id, w))
+            })
+            .collect();
+        let selector: Box<dyn Selector<Backend = BackendId>> = match svc.algorithm {
+            Algorithm::Random => Box::new(WeightedRandom::build(&slots).unwrap()),
+            Algorithm::Maglev => {
+                let backends: Vec<MaglevBackend<BackendId>> = slots
+                    .iter()
+                    .map(|(id, w)| {
+                        let b = e.backends[id];
+                        let key = BackendKey {
+                            address: b.address,
+                            port: b.port,
+                            protocol: b.protocol,
+                        };
+                        MaglevBackend::new(key.maglev_key(), *id, *w)
+                    })
+                    .collect();
+                Box::new(Maglev::build(lb.config().table_size, &backends).unwrap())
+            }
+        };
+        for h in (0..200u32).map(|i| i.wrapping_mul(0x2545_f491)) {
+            let twin = match lb.lookup().select(
+                e.services
+                    .iter()
+                    .find(|(_, v)| v.rev_nat_id == svc.rev_nat_id)
+                    .unwrap()
+                    .0,
+                h,
+                IpAddr::V4(Ipv4Addr::LOCALHOST),
+            ) {
+                Verdict::Forward { backend_id, .. } => Some(backend_id),
+                _ => None,
+            };
+            prop_assert_eq!(twin, selector.pick(h).copied());
+        }
+    }
     Ok(())
 }
 
