@@ -392,7 +392,8 @@ impl LoadBalancer {
     /// changes to the datapath's entries.
     ///
     /// Errors: [`Error::InvalidService`], [`Error::FrontendConflict`],
-    /// [`Error::IdsExhausted`], [`Error::TooManyBackends`]. On error nothing changes.
+    /// [`Error::IdsExhausted`], [`Error::TooManyBackends`], [`Error::WeightOverflow`]. On error
+    /// nothing changes.
     pub fn upsert(&mut self, service: Service, endpoints: &[EndpointGroup]) -> Result<EntryDiff> {
         validate(&service)?;
         let frontends = self.frontends_of(&service)?;
@@ -816,7 +817,12 @@ impl LoadBalancer {
             let choice = self.choose(record, f, backend_id);
             let mut total_weight: u32 = 0;
             for (slot, (id, _, w)) in choice.backends.iter().enumerate() {
-                total_weight += u32::from(*w);
+                total_weight =
+                    total_weight
+                        .checked_add(u32::from(*w))
+                        .ok_or(Error::WeightOverflow {
+                            backends: choice.backends.len(),
+                        })?;
                 out.slots.insert(
                     SlotKey {
                         rev_nat_id: rev,

@@ -29,6 +29,12 @@ pub enum Error {
     /// A selection table was asked for without any backend of non-zero weight.
     #[error("no backend with a non-zero weight to build a selection table from")]
     NoBackends,
+    /// The weights of a backend set add up to more than `u32::MAX`.
+    #[error("the weights of {backends} backends add up to more than 2^32 - 1")]
+    WeightOverflow {
+        /// How many backends were being weighed.
+        backends: usize,
+    },
     /// Two backends handed to a selection table share the same key.
     #[error("backend key {key:?} appears twice")]
     DuplicateBackend {

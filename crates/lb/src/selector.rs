@@ -38,7 +38,8 @@ pub struct WeightedRandom<T> {
 impl<T: Clone> WeightedRandom<T> {
     /// Builds the selector from `(backend, weight)` pairs; weight-0 backends take no flow.
     ///
-    /// Errors: [`Error::NoBackends`] when no backend has a non-zero weight.
+    /// Errors: [`Error::NoBackends`] when no backend has a non-zero weight,
+    /// [`Error::WeightOverflow`] when the weights add up to more than `u32::MAX`.
     pub fn build(backends: &[(T, u32)]) -> Result<Self> {
         let mut out = Vec::with_capacity(backends.len());
         let mut ends = Vec::with_capacity(backends.len());
@@ -47,10 +48,8 @@ impl<T: Clone> WeightedRandom<T> {
             if *w == 0 {
                 continue;
             }
-            total = total.checked_add(*w).ok_or(Error::Parse {
-                what: "weights",
-                input: format!("{} backends", backends.len()),
-                reason: "the sum of the weights overflows 32 bits",
+            total = total.checked_add(*w).ok_or(Error::WeightOverflow {
+                backends: backends.len(),
             })?;
             out.push(b.clone());
             ends.push(total);
@@ -125,6 +124,10 @@ mod tests {
         assert_eq!(
             WeightedRandom::<char>::build(&[('a', 0)]).unwrap_err(),
             Error::NoBackends
+        );
+        assert_eq!(
+            WeightedRandom::build(&[('a', u32::MAX), ('b', 1)]).unwrap_err(),
+            Error::WeightOverflow { backends: 2 }
         );
     }
 
