@@ -5,10 +5,12 @@
  *   from_pod  clsact ingress of the veth: packets leaving the pod, the pod's egress policy
  *   to_pod    clsact egress of the veth:  packets entering the pod, the pod's ingress policy
  *
- * Per packet: endpoint by ifindex (hash), peer identity from the ipcache (LPM), conntrack
- * (LRU hash: reply and ICMP-error lookups, then create/refresh), and for new or forward
- * traffic exactly two policy lookups (LPM, peer identity then identity 0): deny wins, then
- * allow, then the direction's default (deny when the endpoint is isolated).
+ * Per packet: endpoint by ifindex (hash), peer identity from the ipcache (host hash, then
+ * LPM), conntrack (LRU hash: reply and ICMP-error lookups, then refresh or create), and for
+ * new or forward traffic exactly two policy lookups, peer identity then identity 0, each an
+ * exact hash then an LPM (the longest match either way): deny wins, then allow, then the
+ * direction's default (deny when the endpoint is isolated). No lookup count depends on the
+ * number of rules.
  * IPv4 and IPv6 fragments are dropped with their own reason (STRATA_REASON_DROP_FRAGMENT).
  *
  * Every decision here has a twin in src/twin.rs; tests/differential.rs proves they agree.
@@ -62,6 +64,22 @@ struct {
 	__type(key, struct strata_policy_key);
 	__type(value, struct strata_policy_value);
 } policy SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, STRATA_IPCACHE_MAX);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct strata_host);
+	__type(value, struct strata_ipcache_value);
+} ipcache_hosts SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, STRATA_POLICY_MAX);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct strata_policy_match);
+	__type(value, struct strata_policy_value);
+} policy_exact SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
@@ -303,8 +321,13 @@ static __always_inline int parse(struct __sk_buff *skb, struct packet *p)
 static __always_inline __u32 peer_identity(const __u8 *addr)
 {
 	struct strata_ipcache_key key = { .prefixlen = 128 };
+	struct strata_host host;
 	struct strata_ipcache_value *v;
 
+	__builtin_memcpy(host.addr, addr, 16);
+	v = bpf_map_lookup_elem(&ipcache_hosts, &host);
+	if (v)
+		return v->identity;
 	__builtin_memcpy(key.addr, addr, 16);
 	v = bpf_map_lookup_elem(&ipcache, &key);
 	return v ? v->identity : STRATA_IDENTITY_WORLD;
@@ -383,11 +406,20 @@ static __always_inline __u32 policy_verdict(__u32 endpoint_id, __u32 identity, _
 		.protocol = p->protocol,
 		.port_be = p->dport_be,
 	};
+	struct strata_policy_match m;
 	struct strata_policy_value *v;
 
 	/* Only TCP, UDP and SCTP carry a port for policy purposes. */
 	if (!has_ports(p->protocol))
 		key.port_be = 0;
+	m.endpoint_id = endpoint_id;
+	m.identity = identity;
+	m.direction = dir;
+	m.protocol = p->protocol;
+	m.port_be = key.port_be;
+	v = bpf_map_lookup_elem(&policy_exact, &m);
+	if (v)
+		return v->verdict;
 	v = bpf_map_lookup_elem(&policy, &key);
 	return v ? v->verdict : 0;
 }
@@ -497,10 +529,11 @@ static __always_inline int decide(struct __sk_buff *skb, __u32 dir)
 		}
 	}
 
-	/* Track the forward direction. */
+	/* Track the forward direction: refresh a live entry in place, else create one. */
 	{
-		struct strata_ct_value nv = {};
 		struct strata_ct_value *old;
+		int closing = p.protocol == IPPROTO_TCP &&
+			      (p.tcp_flags & (TCP_FLAG_FIN | TCP_FLAG_RST));
 
 		__builtin_memcpy(ct.saddr, p.saddr, 16);
 		__builtin_memcpy(ct.daddr, p.daddr, 16);
@@ -508,22 +541,30 @@ static __always_inline int decide(struct __sk_buff *skb, __u32 dir)
 		ct.dport_be = p.dport_be;
 		ct.direction = dir;
 		old = bpf_map_lookup_elem(&conntrack, &ct);
-		if (old && old->expires_ns > now && (old->flags & STRATA_CT_CLOSING)) {
-			nv.flags = STRATA_CT_CLOSING;
-		} else if (p.protocol == IPPROTO_TCP &&
-			   (p.tcp_flags & (TCP_FLAG_FIN | TCP_FLAG_RST))) {
-			nv.flags = STRATA_CT_CLOSING;
-		}
-		if (nv.flags & STRATA_CT_CLOSING) {
-			nv.expires_ns = now + STRATA_CT_LIFETIME_CLOSING;
-			if (old && old->expires_ns > now && (old->flags & STRATA_CT_CLOSING))
-				nv.expires_ns = old->expires_ns;
-		} else if (p.protocol == IPPROTO_TCP) {
-			nv.expires_ns = now + STRATA_CT_LIFETIME_TCP;
+		if (old && old->expires_ns > now) {
+			if (old->flags & STRATA_CT_CLOSING) {
+				/* closing: the deadline stands */
+			} else if (closing) {
+				old->flags |= STRATA_CT_CLOSING;
+				old->expires_ns = now + STRATA_CT_LIFETIME_CLOSING;
+			} else {
+				old->expires_ns = now + (p.protocol == IPPROTO_TCP ?
+								 STRATA_CT_LIFETIME_TCP :
+								 STRATA_CT_LIFETIME_OTHER);
+			}
 		} else {
-			nv.expires_ns = now + STRATA_CT_LIFETIME_OTHER;
+			struct strata_ct_value nv = {};
+
+			if (closing) {
+				nv.flags = STRATA_CT_CLOSING;
+				nv.expires_ns = now + STRATA_CT_LIFETIME_CLOSING;
+			} else {
+				nv.expires_ns = now + (p.protocol == IPPROTO_TCP ?
+							       STRATA_CT_LIFETIME_TCP :
+							       STRATA_CT_LIFETIME_OTHER);
+			}
+			bpf_map_update_elem(&conntrack, &ct, &nv, BPF_ANY);
 		}
-		bpf_map_update_elem(&conntrack, &ct, &nv, BPF_ANY);
 	}
 
 allow:

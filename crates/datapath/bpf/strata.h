@@ -93,6 +93,25 @@ struct strata_policy_key {
 	__u16 port_be;
 };
 
+/*
+ * policy_exact: the fully specified policy entries (prefixlen 96), looked up by hash first; the
+ * LPM trie then only holds wildcard and port-range entries. Same answer as one LPM over all
+ * entries (a full-length entry is always the longest match), in time independent of the
+ * number of exact entries.
+ */
+struct strata_policy_match {
+	__u32 endpoint_id;
+	__u32 identity;
+	__u8 direction;
+	__u8 protocol;
+	__u16 port_be;
+};
+
+/* ipcache_hosts: host addresses (prefixlen 128, IPv4 /32 included), looked up by hash first. */
+struct strata_host {
+	__u8 addr[16];
+};
+
 struct strata_policy_value {
 	__u32 verdict;
 	__u32 rule;

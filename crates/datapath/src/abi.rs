@@ -369,20 +369,21 @@ impl Event {
 /// The data part of an ipcache LPM key, as aya's `lpm_trie::Key` wants it.
 pub type IpcacheKeyData = [u8; 16];
 
-/// The data part of a policy LPM key (the fields after `prefixlen`).
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct PolicyKeyData {
-    /// Endpoint id.
-    pub endpoint_id: u32,
-    /// Peer identity, 0 for any.
-    pub identity: u32,
-    /// Direction.
-    pub direction: u8,
-    /// Protocol.
-    pub protocol: u8,
-    /// Port, network order.
-    pub port_be: u16,
+abi_struct! {
+    /// The data part of a policy LPM key (the fields after `prefixlen`), also the key of the
+    /// exact-match policy hash (`policy_exact`).
+    PolicyKeyData = "strata_policy_match" {
+        /// Endpoint id.
+        endpoint_id: u32,
+        /// Peer identity, 0 for any.
+        identity: u32,
+        /// Direction.
+        direction: u8,
+        /// Protocol.
+        protocol: u8,
+        /// Port, network order.
+        port_be: u16,
+    }
 }
 
 impl PolicyKey {

@@ -26,8 +26,8 @@ use crate::{
     Error, OBJECT,
     abi::{
         COUNTERS, Config, Counter, CtKey, CtValue, ENDPOINTS_MAX, Endpoint, Event, IPCACHE_MAX,
-        IpcacheKey, IpcacheKeyData, IpcacheValue, POLICY_MAX, PolicyKey, PolicyKeyData,
-        PolicyValue,
+        IpcacheKey, IpcacheKeyData, IpcacheValue, POLICY_MAX, POLICY_PREFIX_FULL, PolicyKey,
+        PolicyKeyData, PolicyValue,
     },
     state::{MapDiff, MapState},
     sys,
@@ -37,10 +37,12 @@ use crate::{
 pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/strata";
 
 /// The maps of the object, in pin order.
-pub const MAPS: [&str; 7] = [
+pub const MAPS: [&str; 9] = [
     "endpoints",
     "ipcache",
+    "ipcache_hosts",
     "policy",
+    "policy_exact",
     "conntrack",
     "counters",
     "config",
@@ -144,9 +146,7 @@ impl std::fmt::Debug for Datapath {
 /// Removing a key that is already gone is not an error (the map ends as wanted).
 fn absent_ok(r: Result<(), MapError>) -> Result<(), MapError> {
     match r {
-        Err(MapError::SyscallError(s)) if s.io_error.raw_os_error() == Some(libc::ENOENT) => {
-            Ok(())
-        }
+        Err(MapError::SyscallError(s)) if s.io_error.raw_os_error() == Some(libc::ENOENT) => Ok(()),
         Err(MapError::KeyNotFound) => Ok(()),
         other => other,
     }
@@ -295,6 +295,23 @@ impl Datapath {
                 v,
             );
         }
+        let hosts: HashMap<_, IpcacheKeyData, IpcacheValue> = self.typed_map("ipcache_hosts")?;
+        for kv in hosts.iter() {
+            let (k, v) = kv.map_err(|e| map_err("ipcache_hosts", "read", e))?;
+            s.ipcache.insert(
+                IpcacheKey {
+                    prefixlen: 128,
+                    addr: k,
+                },
+                v,
+            );
+        }
+        let exact: HashMap<_, PolicyKeyData, PolicyValue> = self.typed_map("policy_exact")?;
+        for kv in exact.iter() {
+            let (k, v) = kv.map_err(|e| map_err("policy_exact", "read", e))?;
+            s.policy
+                .insert(PolicyKey::from_data(POLICY_PREFIX_FULL, k), v);
+        }
         let pol: LpmTrie<_, PolicyKeyData, PolicyValue> = self.typed_map("policy")?;
         for kv in pol.iter() {
             let (k, v) = kv.map_err(|e| map_err("policy", "read", e))?;
@@ -335,10 +352,14 @@ impl Datapath {
     /// not fit a map is refused before anything changes ([`Error::MapFull`]); if the kernel
     /// rejects an update midway, the operations already done are undone and the error returned.
     pub fn sync(&mut self, desired: &MapState) -> Result<SyncStats, Error> {
+        let hosts = desired.ipcache.keys().filter(|k| is_host(k)).count();
+        let exact = desired.policy.keys().filter(|k| is_exact(k)).count();
         for (map, wanted, capacity) in [
             ("endpoints", desired.endpoints.len(), ENDPOINTS_MAX),
-            ("ipcache", desired.ipcache.len(), IPCACHE_MAX),
-            ("policy", desired.policy.len(), POLICY_MAX),
+            ("ipcache_hosts", hosts, IPCACHE_MAX),
+            ("ipcache", desired.ipcache.len() - hosts, IPCACHE_MAX),
+            ("policy_exact", exact, POLICY_MAX),
+            ("policy", desired.policy.len() - exact, POLICY_MAX),
         ] {
             if wanted > capacity as usize {
                 return Err(Error::MapFull {
@@ -367,12 +388,14 @@ impl Datapath {
                     map,
                     wanted: match map {
                         "endpoints" => desired.endpoints.len(),
-                        "ipcache" => desired.ipcache.len(),
-                        _ => desired.policy.len(),
+                        "ipcache_hosts" => hosts,
+                        "ipcache" => desired.ipcache.len() - hosts,
+                        "policy_exact" => exact,
+                        _ => desired.policy.len() - exact,
                     },
                     capacity: match map {
                         "endpoints" => ENDPOINTS_MAX,
-                        "ipcache" => IPCACHE_MAX,
+                        "ipcache" | "ipcache_hosts" => IPCACHE_MAX,
                         _ => POLICY_MAX,
                     },
                 },
@@ -443,20 +466,41 @@ impl Datapath {
     }
 
     fn apply(&mut self, d: &MapDiff) -> Result<(), Error> {
+        // Additions first (ipcache, policy, endpoints), then removals in reverse order, so a
+        // relabel never opens a gap.
+        {
+            let mut m: HashMap<_, IpcacheKeyData, IpcacheValue> =
+                self.typed_map_mut("ipcache_hosts")?;
+            for (k, v) in d.ipcache.upsert.iter().filter(|(k, _)| is_host(k)) {
+                m.insert(k.addr, v, 0)
+                    .map_err(|e| map_err("ipcache_hosts", "insert", e))?;
+            }
+        }
         {
             let mut m: LpmTrie<_, IpcacheKeyData, IpcacheValue> = self.typed_map_mut("ipcache")?;
-            for (k, v) in &d.ipcache.upsert {
+            for (k, v) in d.ipcache.upsert.iter().filter(|(k, _)| !is_host(k)) {
                 m.insert(&Key::new(k.prefixlen, k.addr), v, 0)
                     .map_err(|e| map_err("ipcache", "insert", e))?;
             }
         }
         {
+            let mut m: HashMap<_, PolicyKeyData, PolicyValue> =
+                self.typed_map_mut("policy_exact")?;
+            for (k, v) in d.policy.upsert.iter().filter(|(k, _)| is_exact(k)) {
+                m.insert(k.data(), v, 0)
+                    .map_err(|e| map_err("policy_exact", "insert", e))?;
+            }
+            for k in d.policy.remove.iter().filter(|k| is_exact(k)) {
+                absent_ok(m.remove(&k.data())).map_err(|e| map_err("policy_exact", "remove", e))?;
+            }
+        }
+        {
             let mut m: LpmTrie<_, PolicyKeyData, PolicyValue> = self.typed_map_mut("policy")?;
-            for (k, v) in &d.policy.upsert {
+            for (k, v) in d.policy.upsert.iter().filter(|(k, _)| !is_exact(k)) {
                 m.insert(&Key::new(k.prefixlen, k.data()), v, 0)
                     .map_err(|e| map_err("policy", "insert", e))?;
             }
-            for k in &d.policy.remove {
+            for k in d.policy.remove.iter().filter(|k| !is_exact(k)) {
                 absent_ok(m.remove(&Key::new(k.prefixlen, k.data())))
                     .map_err(|e| map_err("policy", "remove", e))?;
             }
@@ -471,10 +515,17 @@ impl Datapath {
                 absent_ok(m.remove(k)).map_err(|e| map_err("endpoints", "remove", e))?;
             }
         }
-        let mut m: LpmTrie<_, IpcacheKeyData, IpcacheValue> = self.typed_map_mut("ipcache")?;
-        for k in &d.ipcache.remove {
-            absent_ok(m.remove(&Key::new(k.prefixlen, k.addr)))
-                .map_err(|e| map_err("ipcache", "remove", e))?;
+        {
+            let mut m: LpmTrie<_, IpcacheKeyData, IpcacheValue> = self.typed_map_mut("ipcache")?;
+            for k in d.ipcache.remove.iter().filter(|k| !is_host(k)) {
+                absent_ok(m.remove(&Key::new(k.prefixlen, k.addr)))
+                    .map_err(|e| map_err("ipcache", "remove", e))?;
+            }
+        }
+        let mut m: HashMap<_, IpcacheKeyData, IpcacheValue> =
+            self.typed_map_mut("ipcache_hosts")?;
+        for k in d.ipcache.remove.iter().filter(|k| is_host(k)) {
+            absent_ok(m.remove(&k.addr)).map_err(|e| map_err("ipcache_hosts", "remove", e))?;
         }
         Ok(())
     }
@@ -654,6 +705,16 @@ impl Datapath {
         }
         Ok(())
     }
+}
+
+/// Host entries (full-length prefixes) live in the `ipcache_hosts` hash.
+fn is_host(k: &IpcacheKey) -> bool {
+    k.prefixlen == 128
+}
+
+/// Fully specified policy entries live in the `policy_exact` hash.
+fn is_exact(k: &PolicyKey) -> bool {
+    k.prefixlen == POLICY_PREFIX_FULL
 }
 
 fn check_entries<'a>(

@@ -4,7 +4,7 @@ use strata_datapath::{
     OBJECT,
     abi::{
         Config, Counter, CtKey, CtValue, Endpoint, Event, IpcacheKey, IpcacheValue, Layout,
-        PolicyKey, PolicyValue,
+        PolicyKey, PolicyKeyData, PolicyValue,
     },
     btf,
 };
@@ -35,6 +35,7 @@ fn every_abi_type_matches_its_c_struct() {
     check::<IpcacheValue>(&structs);
     check::<PolicyKey>(&structs);
     check::<PolicyValue>(&structs);
+    check::<PolicyKeyData>(&structs);
     check::<CtKey>(&structs);
     check::<CtValue>(&structs);
     check::<Counter>(&structs);

@@ -66,7 +66,7 @@ fn a_full_map_is_refused_and_nothing_changes() {
     }
     match dp.sync(&big) {
         Err(Error::MapFull {
-            map: "policy",
+            map: "policy_exact",
             wanted,
             capacity,
         }) => {
