@@ -515,6 +515,26 @@ impl LoadBalancer {
         Ok(diff)
     }
 
+    /// Replaces the endpoints of a known service (what an EndpointSlice watcher does) and
+    /// returns the changes to the datapath's entries.
+    ///
+    /// Errors: [`Error::UnknownService`], and those of [`LoadBalancer::upsert`].
+    pub fn set_endpoints(
+        &mut self,
+        name: &ServiceName,
+        endpoints: &[EndpointGroup],
+    ) -> Result<EntryDiff> {
+        let service = self
+            .services
+            .get(name)
+            .ok_or_else(|| Error::UnknownService {
+                service: name.clone(),
+            })?
+            .service
+            .clone();
+        self.upsert(service, endpoints)
+    }
+
     /// Removes a service and returns the changes to the datapath's entries.
     ///
     /// Errors: [`Error::UnknownService`].

@@ -7,8 +7,8 @@ use std::time::Duration;
 use rustc_hash::FxHashMap;
 
 use crate::entries::{
-    AffinityMap, BackendEntry, BackendId, EntryDiff, EntrySet, Maps, RevNatId, ServiceEntry,
-    SlotEntry, Verdict, select, select_with_affinity,
+    AffinityMap, BackendEntry, BackendId, EntryDiff, EntrySet, Maps, RevNatEntry, RevNatId,
+    ServiceEntry, SlotEntry, Verdict, select, select_with_affinity,
 };
 use crate::model::Frontend;
 
@@ -25,6 +25,7 @@ pub struct Lookup {
     /// Slot `s` of a frontend is at index `s − 1`.
     slots: FxHashMap<RevNatId, Vec<Option<SlotEntry>>>,
     maglev: FxHashMap<RevNatId, Arc<[BackendId]>>,
+    rev_nat: FxHashMap<RevNatId, RevNatEntry>,
 }
 
 impl Lookup {
@@ -39,6 +40,7 @@ impl Lookup {
                 .iter()
                 .map(|(k, v)| (*k, v.clone()))
                 .collect(),
+            rev_nat: entries.rev_nat.iter().map(|(k, v)| (*k, *v)).collect(),
         };
         for (k, v) in &entries.slots {
             out.put_slot(k.rev_nat_id, k.slot, Some(*v));
@@ -96,6 +98,9 @@ impl Lookup {
                 }
             }
         }
+        for (k, v) in &diff.rev_nat.upsert {
+            self.rev_nat.insert(*k, *v);
+        }
         for (k, v) in &diff.services.upsert {
             self.services.insert(*k, *v);
         }
@@ -108,9 +113,18 @@ impl Lookup {
         for id in &diff.maglev.remove {
             self.maglev.remove(id);
         }
+        for k in &diff.rev_nat.remove {
+            self.rev_nat.remove(k);
+        }
         for k in &diff.backends.remove {
             self.backends.remove(k);
         }
+    }
+
+    /// The frontend address and port that replies of a connection with reverse-NAT id `id`
+    /// must carry as their source: the reverse-NAT twin.
+    pub fn reverse_nat(&self, id: RevNatId) -> Option<RevNatEntry> {
+        self.rev_nat.get(&id).copied()
     }
 
     /// Number of frontends.

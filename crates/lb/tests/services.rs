@@ -672,3 +672,46 @@ fn reverse_nat_id_exhaustion_is_typed_and_changes_nothing() {
         Some(strata_lb::RevNatId(used + 1))
     );
 }
+
+#[test]
+fn endpoint_updates_and_reverse_nat() {
+    let mut lb = LoadBalancer::new(config());
+    let name = ServiceName::new("shop", "web");
+    assert!(matches!(
+        lb.set_endpoints(&name, &[]),
+        Err(Error::UnknownService { .. })
+    ));
+    lb.upsert(web(), &[]).unwrap();
+    let f = fe("10.96.0.10:80/TCP");
+    assert!(matches!(
+        lb.select(&f, 1, ip("192.0.2.1")),
+        Verdict::Unreachable { .. }
+    ));
+    let diff = lb
+        .set_endpoints(
+            &name,
+            &[slice(vec![endpoint(
+                "10.0.1.1",
+                "node-b",
+                BackendState::Active,
+            )])],
+        )
+        .unwrap();
+    assert!(!diff.maglev.replace.is_empty());
+    let Verdict::Forward {
+        backend,
+        rev_nat_id,
+        ..
+    } = lb.select(&f, 1, ip("192.0.2.1"))
+    else {
+        panic!("no backend after the endpoint update");
+    };
+    assert_eq!(backend, "10.0.1.1:8080".parse::<SocketAddr>().unwrap());
+    // Replies are rewritten back to the frontend.
+    let rev = lb.lookup().reverse_nat(rev_nat_id).unwrap();
+    assert_eq!((rev.address, rev.port), (f.address, f.port));
+    assert_eq!(lb.entries().rev_nat[&rev_nat_id], rev);
+    lb.remove(&name).unwrap();
+    assert_eq!(lb.lookup().reverse_nat(rev_nat_id), None);
+    assert!(lb.lookup().is_empty());
+}
