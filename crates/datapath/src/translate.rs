@@ -7,9 +7,9 @@
 //! grows by 40 and the kernel's two lookups (peer identity, then identity 0; deny wins) are
 //! exactly [`strata_policy::lookup`]'s steps 2 to 5.
 
-use std::net::IpAddr;
+use std::{collections::BTreeMap, net::IpAddr};
 
-use strata_policy::{Direction, EndpointPolicy, Verdict};
+use strata_policy::{Compiled, Diff, Direction, EndpointPolicy, Verdict};
 
 use crate::{
     Error,
@@ -141,6 +141,140 @@ pub fn add_prefix(
     Ok(())
 }
 
+/// Where the endpoints of this node live: `namespace/name` → (ifindex of the host-side veth,
+/// endpoint id). Endpoints of the compiled state that are not here live on other nodes and
+/// are skipped.
+pub type Placement = BTreeMap<String, (u32, u32)>;
+
+fn policy_key(endpoint_id: u32, d: Direction, k: &strata_policy::EntryKey) -> PolicyKey {
+    PolicyKey::entry(
+        endpoint_id,
+        k.identity,
+        direction(d),
+        k.protocol,
+        k.port,
+        k.port_prefix_len,
+    )
+}
+
+/// The map contents for a full compiled snapshot: this node's endpoints and the whole ipcache.
+pub fn state_from_compiled(compiled: &Compiled, placement: &Placement) -> Result<MapState, Error> {
+    let mut state = MapState::default();
+    for (name, &(ifindex, endpoint_id)) in placement {
+        let ep = compiled
+            .endpoints
+            .get(name)
+            .ok_or_else(|| Error::InvalidEntry {
+                map: "endpoints",
+                detail: format!("{name} is placed on this node but not compiled"),
+            })?;
+        add_endpoint(
+            &mut state,
+            &EndpointSpec {
+                ifindex,
+                endpoint_id,
+                identity: ep.identity.0,
+                policy: &ep.policy,
+            },
+        )?;
+    }
+    for e in &compiled.ipcache {
+        add_prefix(
+            &mut state,
+            e.prefix.addr(),
+            e.prefix.prefix_len(),
+            e.identity.0,
+        )?;
+    }
+    Ok(state)
+}
+
+/// The map operations for one incremental update of the policy engine (`PolicyEngine::apply`),
+/// given the maps' `current` contents: no full rebuild, only what the update changed.
+pub fn diff_from_policy(
+    diff: &Diff,
+    placement: &Placement,
+    current: &MapState,
+) -> Result<crate::state::MapDiff, Error> {
+    let mut out = crate::state::MapDiff::default();
+    for e in &diff.ipcache_set {
+        let prefix = e.prefix;
+        let mut one = MapState::default();
+        add_prefix(&mut one, prefix.addr(), prefix.prefix_len(), e.identity.0)?;
+        out.ipcache.upsert.extend(one.ipcache);
+    }
+    for p in &diff.ipcache_delete {
+        out.ipcache
+            .remove
+            .push(IpcacheKey::prefix(p.addr(), p.prefix_len()));
+    }
+    for ep in &diff.endpoints {
+        let Some(&(ifindex, endpoint_id)) = placement.get(&ep.endpoint.to_string()) else {
+            continue;
+        };
+        let mut flags = 0;
+        if ep.ingress_enforced {
+            flags |= EP_ENFORCE_INGRESS;
+        }
+        if ep.egress_enforced {
+            flags |= EP_ENFORCE_EGRESS;
+        }
+        out.endpoints.upsert.push((
+            ifindex,
+            Endpoint {
+                endpoint_id,
+                identity: ep.identity.0,
+                flags,
+                reserved: 0,
+            },
+        ));
+        for (d, m) in [
+            (Direction::Ingress, &ep.ingress),
+            (Direction::Egress, &ep.egress),
+        ] {
+            for k in &m.delete {
+                out.policy.remove.push(policy_key(endpoint_id, d, k));
+            }
+            for e in &m.add {
+                if !e.key.is_canonical() {
+                    return Err(Error::InvalidEntry {
+                        map: "policy",
+                        detail: format!("{} {d}: key {} is not canonical", ep.endpoint, e.key),
+                    });
+                }
+                out.policy.upsert.push((
+                    policy_key(endpoint_id, d, &e.key),
+                    PolicyValue {
+                        verdict: verdict(e.verdict),
+                        rule: 0,
+                    },
+                ));
+            }
+        }
+    }
+    for gone in &diff.removed_endpoints {
+        let Some(&(ifindex, endpoint_id)) = placement.get(&gone.to_string()) else {
+            continue;
+        };
+        out.endpoints.remove.push(ifindex);
+        out.policy.remove.extend(
+            current
+                .policy
+                .keys()
+                .filter(|k| k.endpoint_id == endpoint_id)
+                .copied(),
+        );
+    }
+    // A key both removed and re-added (e.g. a verdict change) is an upsert only.
+    let upserted: std::collections::BTreeSet<PolicyKey> =
+        out.policy.upsert.iter().map(|(k, _)| *k).collect();
+    out.policy.remove.retain(|k| !upserted.contains(k));
+    let upserted: std::collections::BTreeSet<IpcacheKey> =
+        out.ipcache.upsert.iter().map(|(k, _)| *k).collect();
+    out.ipcache.remove.retain(|k| !upserted.contains(k));
+    Ok(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -229,6 +363,81 @@ mod tests {
                 prop_assert_eq!(got == Action::Pass, want == Verdict::Allow,
                     "peer {} proto {} port {} {:?}", peer, proto, port, d);
             }
+        }
+    }
+
+    fn pod(name: &str, app: &str, ip: &str) -> strata_policy::Pod {
+        strata_policy::Pod {
+            namespace: "shop".into(),
+            name: name.into(),
+            labels: strata_policy::Labels::from([("app".to_string(), app.to_string())]),
+            ips: vec![ip.parse().expect("address")],
+            ports: Vec::new(),
+            host_network: false,
+        }
+    }
+
+    #[test]
+    fn incremental_updates_equal_a_full_translation() {
+        use strata_policy::{
+            Change, Cluster, LabelSelector, Labels, Namespace, NetworkPolicy, Peer, PolicyEngine,
+            PolicyPort, PortSpec, Protocol, Rule,
+        };
+        let mut cluster = Cluster::new();
+        cluster.upsert_namespace(Namespace {
+            name: "shop".into(),
+            labels: Labels::new(),
+        });
+        for (n, app, ip) in [
+            ("a", "web", "10.1.0.1"),
+            ("b", "api", "10.1.0.2"),
+            ("c", "db", "10.1.0.3"),
+        ] {
+            cluster.upsert_pod(pod(n, app, ip)).expect("pod");
+        }
+        cluster
+            .upsert_policy(NetworkPolicy {
+                namespace: "shop".into(),
+                name: "api-from-web".into(),
+                pod_selector: LabelSelector::labels([("app", "api")]),
+                ingress: vec![Rule {
+                    peers: vec![Peer::Pods {
+                        pod_selector: Some(LabelSelector::labels([("app", "web")])),
+                        namespace_selector: None,
+                    }],
+                    ports: vec![PolicyPort {
+                        protocol: Protocol::Tcp,
+                        port: Some(PortSpec::Number(80)),
+                        end_port: Some(90),
+                    }],
+                }],
+                ..Default::default()
+            })
+            .expect("policy");
+        let mut engine = PolicyEngine::compile(&cluster);
+        let placement: Placement = [
+            ("shop/a".to_owned(), (11, 1)),
+            ("shop/b".to_owned(), (12, 2)),
+            ("shop/c".to_owned(), (13, 3)),
+        ]
+        .into_iter()
+        .collect();
+        let mut state = state_from_compiled(&engine.snapshot(), &placement).expect("full");
+        // Relabel c into a web pod, then remove a, then drop the policy.
+        let changes = [
+            Change::UpsertPod(pod("c", "web", "10.1.0.3")),
+            Change::RemovePod(strata_policy::ObjectKey::new("shop", "a")),
+            Change::RemovePolicy(strata_policy::ObjectKey::new("shop", "api-from-web")),
+        ];
+        for change in changes {
+            let diff = engine.apply(change).expect("apply");
+            let md = diff_from_policy(&diff, &placement, &state).expect("translate");
+            assert!(!md.is_empty(), "the change reaches the maps");
+            md.apply(&mut state);
+            let mut still: Placement = placement.clone();
+            still.retain(|k, _| engine.snapshot().endpoints.contains_key(k));
+            let full = state_from_compiled(&engine.snapshot(), &still).expect("full");
+            assert_eq!(state, full);
         }
     }
 
