@@ -7,7 +7,12 @@
 //!   the number of rules. Fragments are dropped with their own reason.
 //! - [`abi`]: the keys and values shared with C, checked against the object's BTF.
 //! - [`twin`]: the pure reference datapath; [`state`]: desired map contents and diffs.
-//! - [`loader`]: loads, pins, attaches, syncs by diff, runs `BPF_PROG_TEST_RUN`.
+//! - [`loader`]: loads, pins under `/sys/fs/bpf/strata/…`, attaches (TCX links on the clsact
+//!   hooks, replaced in place by a restarted loader), syncs by diff, reads counters and
+//!   events, runs `BPF_PROG_TEST_RUN`; typed errors for full maps and verifier rejections.
+//! - [`translate`]: strata-policy's compiled state and incremental diffs into map operations.
+//! - [`netns`]: the lab, pods in network namespaces wired over rtnetlink, with real probes.
+//! - [`packet`]: frame builder for tests and benches.
 //!
 //! ```
 //! use strata_datapath::{abi, packet::{Builder, L4}, state::MapState, twin::{Action, Twin}};

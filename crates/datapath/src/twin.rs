@@ -674,6 +674,27 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        /// Untrusted bytes never panic the parser or the twin, and every frame is decided.
+        #[test]
+        fn arbitrary_frames_are_decided_without_panicking(
+            frame in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200),
+            v6 in proptest::prelude::any::<bool>(),
+            dir in 0u8..2,
+        ) {
+            let mut f = frame;
+            if f.len() >= 14 {
+                f[12] = if v6 { 0x86 } else { 0x08 };
+                f[13] = if v6 { 0xdd } else { 0x00 };
+            }
+            let mut t = Twin::new(&state());
+            let d = t.process(1, 5, dir, &f);
+            let total: u64 = t.counters().iter().map(|c| c.packets).sum();
+            proptest::prop_assert_eq!(total, 1);
+            proptest::prop_assert_eq!(d.action == Action::Drop, d.reason.is_drop());
+        }
+    }
+
     #[test]
     fn fragments_and_truncations_have_their_reasons() {
         let mut f = tcp("10.0.0.2", "10.0.0.1", 1, 80, 2);
