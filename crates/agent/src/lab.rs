@@ -45,9 +45,33 @@ enum Command {
 
 #[derive(clap::Args, Debug)]
 struct CompareArgs {
-    /// Directory of manifests.
-    #[arg(default_value = "examples/cluster")]
-    dir: PathBuf,
+    /// Directory of manifests (default: the embedded demo cluster of examples/cluster).
+    dir: Option<PathBuf>,
+}
+
+/// The demo cluster's manifests (examples/cluster), embedded in the binary.
+pub const DEMO_CLUSTER: [(&str, &str); 3] = [
+    (
+        "namespaces.yaml",
+        include_str!("../../../examples/cluster/namespaces.yaml"),
+    ),
+    (
+        "pods.yaml",
+        include_str!("../../../examples/cluster/pods.yaml"),
+    ),
+    (
+        "policies.yaml",
+        include_str!("../../../examples/cluster/policies.yaml"),
+    ),
+];
+
+/// Writes the embedded demo cluster into `dir` (for [`demo_traffic`]).
+pub fn write_demo_cluster(dir: &Path) -> anyhow::Result<()> {
+    for (name, text) in DEMO_CLUSTER {
+        let path = dir.join(name);
+        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
 }
 
 #[derive(clap::Args, Debug)]
@@ -83,11 +107,21 @@ fn parse_probe(s: &str) -> Result<(u16, Protocol), String> {
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     match args.command {
         Command::Probe(a) => probe(a),
-        Command::Compare(a) => Ok(if demo_traffic(&a.dir)? {
-            ExitCode::SUCCESS
-        } else {
-            ExitCode::FAILURE
-        }),
+        Command::Compare(a) => {
+            let matched = match a.dir {
+                Some(dir) => demo_traffic(&dir)?,
+                None => {
+                    let tmp = tempfile::tempdir().context("temporary directory")?;
+                    write_demo_cluster(tmp.path())?;
+                    demo_traffic(tmp.path())?
+                }
+            };
+            Ok(if matched {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
     }
 }
 

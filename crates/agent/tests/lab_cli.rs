@@ -77,10 +77,9 @@ fn lab_compare_reports_that_every_observation_matches() {
     if !privileged("lab_compare_reports_that_every_observation_matches") {
         return;
     }
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/cluster");
+    // No directory: the embedded copy of examples/cluster.
     let out = Command::new(env!("CARGO_BIN_EXE_strata"))
         .args(["lab", "compare"])
-        .arg(&dir)
         .output()
         .expect("strata lab compare");
     let stdout = String::from_utf8_lossy(&out.stdout);
