@@ -21,7 +21,8 @@ use crate::session::{
 };
 use crate::wire::{
     AddressFamily, AsPath, Community, LargeCommunity, MAX_MESSAGE_LEN, Message, MpUnreach, NextHop,
-    Notification, Options, Origin, PathAttribute, Update, pack_announcements, pack_withdrawals,
+    Notification, Options, Origin, PathAttribute, RouteRefresh, Update, pack_announcements,
+    pack_withdrawals,
 };
 
 /// One neighbor of the speaker.
@@ -163,6 +164,7 @@ enum Command {
     LocRib(oneshot::Sender<Vec<RibEntry>>),
     AdjRibIn(IpAddr, oneshot::Sender<Vec<(IpNet, Path)>>),
     State(IpAddr, oneshot::Sender<Option<State>>),
+    Refresh(IpAddr),
     Shutdown(oneshot::Sender<()>),
 }
 
@@ -315,6 +317,13 @@ impl Speaker {
             .send(Command::State(neighbor, tx))
             .map_err(|_| Error::Closed)?;
         rx.await.map_err(|_| Error::Closed)
+    }
+
+    /// Asks a neighbor to send its routes again (ROUTE-REFRESH for every negotiated family).
+    pub fn request_refresh(&self, neighbor: IpAddr) -> Result<(), Error> {
+        self.commands
+            .send(Command::Refresh(neighbor))
+            .map_err(|_| Error::Closed)
     }
 
     /// Sends Cease (administrative shutdown) to every connected neighbor, waits (at most two
@@ -891,11 +900,7 @@ impl Core {
                 self.send_all(i, true);
             }
             Event::Update { update, .. } => self.receive_update(i, update, now),
-            Event::RouteRefresh(r) => {
-                if r.subtype == 0 {
-                    self.send_all(i, true);
-                }
-            }
+            Event::RouteRefresh(r) => self.route_refresh(i, r),
             Event::Down(reason) => {
                 let n = &mut self.neighbors[i];
                 let was = n.established.take();
@@ -932,6 +937,51 @@ impl Core {
                     });
                 }
             }
+        }
+    }
+
+    /// A ROUTE-REFRESH from the peer: a request (resend our routes, wrapped in BoRR/EoRR when
+    /// the peer supports enhanced route refresh), or the peer's own BoRR/EoRR (RFC 7313: mark
+    /// its routes stale, then drop those it did not send again).
+    fn route_refresh(&mut self, i: usize, r: RouteRefresh) {
+        match r.subtype {
+            0 => {
+                let n = &mut self.neighbors[i];
+                let Some(est) = &n.established else { return };
+                if !est.negotiated.families.contains(&r.family) {
+                    return;
+                }
+                let enhanced = est.negotiated.remote.has(70);
+                if enhanced {
+                    let _ = n.session.send_route_refresh(RouteRefresh {
+                        family: r.family,
+                        subtype: 1,
+                    });
+                }
+                let prefixes: Vec<IpNet> = self
+                    .local
+                    .keys()
+                    .filter(|p| AddressFamily::of(p) == r.family)
+                    .copied()
+                    .collect();
+                self.send_routes(i, &prefixes);
+                if enhanced {
+                    let _ = self.neighbors[i].session.send_route_refresh(RouteRefresh {
+                        family: r.family,
+                        subtype: 2,
+                    });
+                }
+                self.drive(i, Instant::now());
+            }
+            1 => {
+                for (p, (_, stale)) in self.neighbors[i].adj_in.iter_mut() {
+                    if AddressFamily::of(p) == r.family {
+                        *stale = true;
+                    }
+                }
+            }
+            2 => self.purge_stale(i, Some(r.family)),
+            _ => {}
         }
     }
 
@@ -1074,6 +1124,22 @@ impl Core {
                         .find(|n| n.config.address == addr)
                         .map(|n| n.session.state()),
                 );
+            }
+            Command::Refresh(addr) => {
+                if let Some(i) = self.neighbors.iter().position(|n| n.config.address == addr) {
+                    let n = &mut self.neighbors[i];
+                    let families = n
+                        .established
+                        .as_ref()
+                        .map(|e| e.negotiated.families.clone())
+                        .unwrap_or_default();
+                    for family in families {
+                        let _ = n
+                            .session
+                            .send_route_refresh(RouteRefresh { family, subtype: 0 });
+                    }
+                    self.drive(i, Instant::now());
+                }
             }
             Command::Shutdown(_) => {}
         }

@@ -87,6 +87,34 @@ async fn bird_exchanges_1000_v4_and_100_v6_prefixes_each_way() {
     assert_eq!(v6.next_hop, "2001:db8::2".parse::<IpAddr>().unwrap());
     assert_eq!(sp.loc_rib().await.unwrap().len(), 1100);
 
+    // Route refresh both ways (enhanced: BoRR, routes, EoRR). BIRD asks us: it receives our
+    // routes again; we ask BIRD: its routes come again, nothing is lost as stale.
+    let imports = |bird: &Bird| -> usize {
+        bird.birdc(&["show", "protocols", "all", "strata"])
+            .lines()
+            .find(|l| l.contains("Import updates:"))
+            .and_then(|l| l.split_whitespace().nth(2).and_then(|n| n.parse().ok()))
+            .unwrap_or(0)
+    };
+    let before = imports(&bird);
+    bird.birdc(&["reload", "in", "strata"]);
+    assert!(
+        wait_until(LONG, || imports(&bird) >= before + 1000),
+        "BIRD import updates {before} -> {}",
+        imports(&bird)
+    );
+    assert_eq!(bird.imported("strata"), 1100);
+    sp.request_refresh(bip).unwrap();
+    let again = wait_event(
+        &mut ev,
+        LONG,
+        |e| matches!(e, SpeakerEvent::Update { announce, .. } if !announce.is_empty()),
+    )
+    .await;
+    assert!(again.is_some(), "BIRD did not resend its routes");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(sp.adj_rib_in(bip).await.unwrap().len(), 1100);
+
     // Withdrawals from strata: BIRD drops them.
     for p in ours.iter().take(500) {
         sp.withdraw(*p).unwrap();
@@ -313,5 +341,54 @@ async fn bird_two_octet_peer_restarts_and_reconnects() {
         .await
     );
     assert!(wait_until(LONG, || bird.imported("strata") == 1));
+    sp.shutdown().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bird_and_strata_both_connect_and_resolve_the_collision() {
+    if !have_bird() {
+        return;
+    }
+    let (s, b) = ("127.0.34.1", "127.0.34.2");
+    let bird = Bird::start(
+        &BirdConf {
+            router_id: b,
+            local: b,
+            port: 17341,
+            local_as: 65002,
+            neighbor: s,
+            neighbor_port: 17340,
+            neighbor_as: 65001,
+            extra: "",
+            v4: v4_prefixes(36, 5),
+            v6: vec![],
+        }
+        .render(),
+    );
+    let mut n = neighbor(b, 17341, 65002);
+    n.connect_retry = Duration::from_millis(100);
+    let (sp, mut ev) = strata(s, 17340, 65001, n).await;
+    sp.announce(Announcement::new("10.37.0.0/24".parse().unwrap()))
+        .unwrap();
+    let up = wait_event(&mut ev, LONG, |e| {
+        matches!(e, SpeakerEvent::Established { .. })
+    })
+    .await;
+    assert!(up.is_some(), "no session: {}", bird.log());
+    let bip: IpAddr = b.parse().unwrap();
+    assert!(
+        wait_until_async(LONG, || async {
+            sp.adj_rib_in(bip).await.unwrap().len() == 5
+        })
+        .await
+    );
+    assert!(wait_until(LONG, || bird.imported("strata") == 1));
+    // One session survives: no flapping for a few keepalive periods.
+    let flap = wait_event(&mut ev, Duration::from_secs(5), |e| {
+        matches!(e, SpeakerEvent::Down { .. })
+    })
+    .await;
+    assert!(flap.is_none(), "{flap:?}");
+    assert!(bird.established("strata"));
     sp.shutdown().await.unwrap();
 }
