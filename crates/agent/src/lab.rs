@@ -88,6 +88,22 @@ struct ProbeArgs {
     /// Probe timeout in milliseconds (denied probes take this long).
     #[arg(long, default_value_t = 600)]
     timeout_ms: u64,
+    /// Also emit one allow event per this many allowed packets (0: drops only), for
+    /// `strata monitor`.
+    #[arg(long, default_value_t = 0)]
+    sample: u32,
+    /// Keep the lab and its programs up this many seconds after probing (watch it with
+    /// `strata monitor`; enter a pod with `ip netns exec`).
+    #[arg(long, default_value_t = 0)]
+    hold_secs: u64,
+}
+
+/// How to run the probes.
+#[derive(Clone, Copy, Debug)]
+struct Observe {
+    timeout: Duration,
+    sample: u32,
+    hold: Duration,
 }
 
 fn parse_probe(s: &str) -> Result<(u16, Protocol), String> {
@@ -196,7 +212,7 @@ fn cleanup_on_interrupt() {
 fn observe(
     cluster: &Cluster,
     probes: &[(u16, Protocol)],
-    timeout: Duration,
+    how: Observe,
 ) -> anyhow::Result<(Vec<Cell>, Duration)> {
     let engine = PolicyEngine::compile(cluster);
     let snapshot = engine.snapshot();
@@ -237,7 +253,9 @@ fn observe(
             e.identity.0,
         )?;
     }
-    let mut dp = lab.load_datapath(0).context("loading the eBPF programs")?;
+    let mut dp = lab
+        .load_datapath(how.sample)
+        .context("loading the eBPF programs")?;
     dp.sync(&state).context("writing the compiled maps")?;
     lab.attach(&mut dp)
         .context("attaching to the pods' veths")?;
@@ -249,8 +267,17 @@ fn observe(
         })
         .collect();
     let started = Instant::now();
-    let seen = lab.probe(&lab_probes, timeout).context("probing")?;
+    let seen = lab.probe(&lab_probes, how.timeout).context("probing")?;
     let took = started.elapsed();
+    if !how.hold.is_zero() {
+        eprintln!(
+            "strata: holding the lab for {} s (maps and links under {}; namespaces {}-…)",
+            how.hold.as_secs(),
+            lab.pin_dir().display(),
+            lab.node.name().trim_end_matches("-node")
+        );
+        std::thread::sleep(how.hold);
+    }
     let mut cells = Vec::new();
     for (k, &(port, protocol)) in probes.iter().enumerate() {
         for (i, from) in keys.iter().enumerate() {
@@ -278,7 +305,11 @@ fn probe(args: ProbeArgs) -> anyhow::Result<ExitCode> {
     let (cells, took) = observe(
         &cluster,
         &args.probes,
-        Duration::from_millis(args.timeout_ms),
+        Observe {
+            timeout: Duration::from_millis(args.timeout_ms),
+            sample: args.sample,
+            hold: Duration::from_secs(args.hold_secs),
+        },
     )?;
     match args.format {
         Format::Json => println!("{}", serde_json::to_string_pretty(&cells)?),
@@ -420,7 +451,15 @@ pub fn demo_traffic(cluster_dir: &Path) -> anyhow::Result<bool> {
         );
         return Ok(true);
     }
-    let (got, took) = observe(&cluster, &DEMO_PROBES, Duration::from_millis(600))?;
+    let (got, took) = observe(
+        &cluster,
+        &DEMO_PROBES,
+        Observe {
+            timeout: Duration::from_millis(600),
+            sample: 0,
+            hold: Duration::ZERO,
+        },
+    )?;
     let mismatches: Vec<&Cell> = got
         .iter()
         .zip(&want)

@@ -106,9 +106,35 @@ fn text(e: &Event) -> String {
     )
 }
 
+/// The directory to read: `dir` itself when a datapath is pinned there, else the most recent
+/// datapath pinned in a subdirectory (a lab's, e.g. during `strata lab probe` or the demo).
+fn resolve(dir: &std::path::Path) -> PathBuf {
+    if dir.join("events").exists() {
+        return dir.to_owned();
+    }
+    let newest = std::fs::read_dir(dir).ok().and_then(|entries| {
+        entries
+            .filter_map(Result::ok)
+            .map(|e| e.path())
+            .filter(|p| p.join("events").exists())
+            .max_by_key(|p| p.metadata().and_then(|m| m.modified()).ok())
+    });
+    match newest {
+        Some(p) => {
+            eprintln!(
+                "strata: monitoring the datapath pinned under {}",
+                p.display()
+            );
+            p
+        }
+        None => dir.to_owned(),
+    }
+}
+
 /// Runs `strata monitor`.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
-    let mut reader = EventReader::open(&args.pin_dir).with_context(|| {
+    let pin_dir = resolve(&args.pin_dir);
+    let mut reader = EventReader::open(&pin_dir).with_context(|| {
         format!(
             "no running datapath pinned under {} (start one, or pass --pin-dir)",
             args.pin_dir.display()
@@ -134,7 +160,7 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         seen += batch.len();
     }
     if args.counters {
-        let counters = read_pinned_counters(&args.pin_dir)?;
+        let counters = read_pinned_counters(&pin_dir)?;
         for r in Reason::ALL {
             for d in [0u8, 1] {
                 let c = counters[(u32::from(r as u8) + REASONS * u32::from(d)) as usize];

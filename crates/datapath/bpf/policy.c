@@ -235,7 +235,9 @@ static __always_inline int parse_l4(struct __sk_buff *skb, __u32 off, struct pac
 			__builtin_memcpy(&p->dport_be, l4 + 4, 2);
 		} else if (l4[0] >= 1 && l4[0] <= 4) {
 			parse_inner_v6(skb, off + 8, p);
-		} else if (l4[0] >= 133 && l4[0] <= 137) {
+		} else if ((l4[0] >= 133 && l4[0] <= 137) || (l4[0] >= 130 && l4[0] <= 132) ||
+			   l4[0] == 143) {
+			/* neighbour discovery and multicast listener discovery */
 			return PARSE_NDP;
 		}
 		return PARSE_OK;

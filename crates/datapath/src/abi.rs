@@ -70,7 +70,7 @@ pub enum Reason {
     AllowCtRelated = 2,
     /// No entry matched and the endpoint is not isolated in this direction.
     AllowUnenforced = 3,
-    /// IPv6 neighbour discovery, always allowed.
+    /// IPv6 neighbour and multicast listener discovery (ICMPv6 130-137, 143), always allowed.
     AllowNdp = 4,
     /// The interface is not an endpoint.
     PassNoEndpoint = 5,

@@ -190,7 +190,8 @@ fn parse_l4(frame: &[u8], off: usize, p: &mut Packet) -> Parse {
                 128 => p.sport = be16(&l4[4..6]),
                 129 => p.dport = be16(&l4[4..6]),
                 1..=4 => p.inner = parse_inner_v6(frame, off + 8),
-                133..=137 => return Parse::Ndp,
+                // Neighbour discovery and multicast listener discovery.
+                130..=137 | 143 => return Parse::Ndp,
                 _ => {}
             }
             Parse::Ok

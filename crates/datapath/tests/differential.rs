@@ -176,7 +176,7 @@ fn frame(rng: &mut Rng, history: &mut Vec<(IpAddr, IpAddr, L4)>) -> Vec<u8> {
         },
         5 => {
             let ty = if v6 {
-                *rng.pick(&[128u8, 129, 1, 2, 3, 4, 133, 135, 136, 137, 200])
+                *rng.pick(&[128u8, 129, 1, 2, 3, 4, 130, 133, 135, 136, 137, 143, 200])
             } else {
                 *rng.pick(&[8u8, 0, 3, 11, 12, 5, 13])
             };
