@@ -115,6 +115,19 @@ fn decode_update_with_every_field() {
 }
 
 #[test]
+fn decode_two_octet_as_path_with_as4_path() {
+    // AS_PATH [65001, 23456] in two octets, AS4_PATH [65001, 100000]: the real path.
+    let attrs =
+        "40010101 4002060202fde95ba0 400304c0000201 c0110a02020000fde9000186a0".replace(' ', "");
+    let body = format!("0000{:04x}{attrs}180a0102", attrs.len() / 2);
+    let (v, code) = decode_hex(&message(2, &body));
+    assert_eq!(code, 0, "{v}");
+    assert_eq!(v["as_path"], serde_json::json!([65001, 100000]));
+    assert_eq!(v["origin"], "EGP");
+    assert!(v.get("errors").is_none(), "{v}");
+}
+
+#[test]
 fn decode_mp_reach_with_ipv4_mapped_next_hop() {
     // MP_REACH_NLRI IPv6 with next hop ::ffff:192.0.2.1 and MP_UNREACH_NLRI.
     let reach =

@@ -2071,3 +2071,97 @@ pub fn pack_withdrawals(prefixes: &[IpNet], max_len: usize) -> Vec<Update> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn prefix_round_trip(p: IpNet) {
+        let mut c = Counter::default();
+        write_prefix(&p, &mut c);
+        let mut buf = vec![0xa5; c.n];
+        let mut out = SliceOut {
+            buf: &mut buf,
+            pos: 0,
+            err: None,
+        };
+        write_prefix(&p, &mut out);
+        assert!(out.err.is_none());
+        let mut r = Reader::new(&buf, 0);
+        assert_eq!(parse_prefix(&mut r, p.addr().is_ipv6()).unwrap(), p);
+        assert!(r.is_empty());
+    }
+
+    #[test]
+    fn prefixes_use_the_fewest_octets() {
+        for p in [
+            "0.0.0.0/0",
+            "128.0.0.0/1",
+            "10.1.2.0/23",
+            "10.1.2.3/32",
+            "::/0",
+            "2001:db8::/33",
+            "2001:db8::1/128",
+        ] {
+            prefix_round_trip(p.parse().unwrap());
+        }
+        let mut c = Counter::default();
+        write_prefix(&"10.1.2.0/23".parse().unwrap(), &mut c);
+        assert_eq!(c.n, 4);
+        // Host bits on the wire are cleared.
+        let mut r = Reader::new(&[24, 10, 1, 2], 0);
+        assert_eq!(
+            parse_prefix(&mut r, false).unwrap(),
+            "10.1.2.0/24".parse::<IpNet>().unwrap()
+        );
+        let mut r = Reader::new(&[25, 10, 1, 2, 255], 0);
+        assert_eq!(
+            parse_prefix(&mut r, false).unwrap(),
+            "10.1.2.128/25".parse::<IpNet>().unwrap()
+        );
+    }
+
+    #[test]
+    fn reader_never_reads_past_the_end() {
+        let mut r = Reader::new(&[1, 2, 3], 10);
+        assert_eq!(r.u16(), Some(0x0102));
+        assert_eq!(r.offset(), 12);
+        assert_eq!(r.u16(), None);
+        assert_eq!(r.take(usize::MAX), None);
+        assert_eq!(r.u8(), Some(3));
+        assert!(r.is_empty());
+    }
+
+    #[test]
+    fn as_path_helpers() {
+        let p = AsPath::sequence(vec![2, 3]).prepend(1);
+        assert_eq!(p.flatten(), vec![1, 2, 3]);
+        assert_eq!(p.path_len(), 3);
+        assert_eq!(p.first(), Some(1));
+        let long = AsPath::sequence((0..255).collect()).prepend(7);
+        assert_eq!(long.segments.len(), 2);
+        assert_eq!(long.path_len(), 256);
+        // More than 255 ASes in one segment are split on the wire.
+        let big = AsPath::sequence((1..=600).collect());
+        let m = Message::Update(Update {
+            attributes: vec![PathAttribute::AsPath(big.clone())],
+            ..Update::default()
+        });
+        let bytes = m.to_bytes(Options::MODERN).unwrap();
+        let Message::Update(u) = Message::parse(&bytes, Options::MODERN).unwrap().message else {
+            panic!()
+        };
+        assert_eq!(u.as_path().unwrap().flatten(), big.flatten());
+        assert_eq!(u.as_path().unwrap().segments.len(), 3);
+    }
+
+    #[test]
+    fn notifications_describe_themselves() {
+        assert_eq!(
+            Notification::cease(2).describe(),
+            "Cease/administrative shutdown (6/2)"
+        );
+        let n = DecodeError::BadType { kind: 9 }.notification();
+        assert_eq!((n.code, n.subcode, n.data), (1, 3, vec![9]));
+    }
+}
