@@ -178,42 +178,114 @@ fn changes(s: &Scenario) -> Vec<(&'static str, Change, Change)> {
     ]
 }
 
-fn measure_variant(
+/// Traffic samples of one variant.
+#[derive(Clone, Default)]
+struct Samples {
+    rx: Vec<f64>,
+    tx: Vec<f64>,
+    rr: Vec<f64>,
+    crr: Vec<f64>,
+}
+
+/// Measures every variant at one size. All variants are built first (one lab each) and
+/// sampled round-robin, so that a change of machine load during the run spreads over every
+/// variant instead of biasing one.
+fn measure_size(plan: &Plan, scenario: &Scenario, res: &mut Results) {
+    let n = scenario.entries;
+    let mut rigs: Vec<(Variant, Rig, f64)> = Vec::new();
+    for &v in &plan.variants {
+        let t0 = Instant::now();
+        match Rig::build(scenario.clone(), v, plan.backend) {
+            Ok(rig) => rigs.push((v, rig, t0.elapsed().as_secs_f64() * 1e3)),
+            Err(e) => fail(res, n, v, "setup", &e),
+        }
+    }
+    let mut samples: Vec<Samples> = vec![Samples::default(); rigs.len()];
+    let mut failed = vec![false; rigs.len()];
+    for _ in 0..plan.repeats {
+        for (i, (v, rig, _)) in rigs.iter().enumerate() {
+            if failed[i] {
+                continue;
+            }
+            match rig.udp_pps(plan.warmup, plan.window) {
+                Ok((r, t)) => {
+                    samples[i].rx.push(r);
+                    samples[i].tx.push(t);
+                }
+                Err(e) => {
+                    failed[i] = true;
+                    fail(res, n, *v, "UDP", &e);
+                }
+            }
+        }
+    }
+    for _ in 0..plan.repeats {
+        for (i, (v, rig, _)) in rigs.iter().enumerate() {
+            if failed[i] {
+                continue;
+            }
+            match rig.tcp_rr(plan.warmup, plan.window) {
+                Ok(r) => samples[i].rr.push(r),
+                Err(e) => {
+                    failed[i] = true;
+                    fail(res, n, *v, "TCP", &e);
+                }
+            }
+            if failed[i] {
+                continue;
+            }
+            match rig.tcp_crr(plan.warmup, plan.window) {
+                Ok(r) => samples[i].crr.push(r),
+                Err(e) => {
+                    failed[i] = true;
+                    fail(res, n, *v, "TCP connections", &e);
+                }
+            }
+        }
+    }
+    for (i, (v, rig, setup_ms)) in rigs.iter_mut().enumerate() {
+        if failed[i] {
+            continue;
+        }
+        let p = TrafficPoint {
+            variant: v.name().into(),
+            n,
+            udp_pps: Stat::of(&samples[i].rx),
+            udp_sent_pps: Stat::of(&samples[i].tx),
+            tcp_rr: Stat::of(&samples[i].rr),
+            tcp_crr: Stat::of(&samples[i].crr),
+            setup_ms: *setup_ms,
+        };
+        eprintln!(
+            "versus: N={n:>6} {:<16} udp {:>9.0} pps (sent {:>9.0})  tcp {:>7.0} rt/s  {:>6.0} conn/s  setup {:>6.0} ms",
+            v.name(),
+            p.udp_pps.median,
+            p.udp_sent_pps.median,
+            p.tcp_rr.median,
+            p.tcp_crr.median,
+            setup_ms
+        );
+        res.traffic.push(p);
+        if let Err(e) = measure_updates(plan, scenario, *v, rig, res) {
+            fail(res, n, *v, "updates", &e);
+        }
+    }
+}
+
+fn fail(res: &mut Results, n: usize, v: Variant, what: &str, e: &Error) {
+    eprintln!("versus: N={n} {} {what}: FAILED: {e}", v.name());
+    res.failures
+        .push(format!("N = {n}, {}, {what}: {e}", v.name()));
+}
+
+fn measure_updates(
     plan: &Plan,
     scenario: &Scenario,
     v: Variant,
+    rig: &mut Rig,
     res: &mut Results,
 ) -> Result<(), Error> {
     let n = scenario.entries;
-    let t0 = Instant::now();
-    let mut rig = Rig::build(scenario.clone(), v, plan.backend)?;
-    let setup_ms = t0.elapsed().as_secs_f64() * 1e3;
-    let (mut rx, mut tx, mut rr) = (Vec::new(), Vec::new(), Vec::new());
-    for _ in 0..plan.repeats {
-        let (r, t) = rig.udp_pps(plan.warmup, plan.window)?;
-        rx.push(r);
-        tx.push(t);
-    }
-    for _ in 0..plan.repeats {
-        rr.push(rig.tcp_rr(plan.warmup, plan.window)?);
-    }
-    let p = TrafficPoint {
-        variant: v.name().into(),
-        n,
-        udp_pps: Stat::of(&rx),
-        udp_sent_pps: Stat::of(&tx),
-        tcp_rr: Stat::of(&rr),
-        setup_ms,
-    };
-    eprintln!(
-        "versus: N={n:>6} {:<16} udp {:>9.0} pps (sent {:>9.0})  tcp {:>7.0} rt/s  setup {:>6.0} ms",
-        v.name(),
-        p.udp_pps.median,
-        p.udp_sent_pps.median,
-        p.tcp_rr.median,
-        setup_ms
-    );
-    res.traffic.push(p);
     if v != Variant::NoFilter {
         let f = rig.footprint()?;
         res.footprint.push(FootprintPoint {
@@ -274,12 +346,7 @@ fn bench(plan: &Plan) -> Result<(), String> {
     };
     for &n in &plan.sizes {
         let scenario = Scenario::generate(n).map_err(|e| e.to_string())?;
-        for &v in &plan.variants {
-            if let Err(e) = measure_variant(plan, &scenario, v, &mut res) {
-                eprintln!("versus: N={n} {}: FAILED: {e}", v.name());
-                res.failures.push(format!("N = {n}, {}: {e}", v.name()));
-            }
-        }
+        measure_size(plan, &scenario, &mut res);
         if plan.variants.contains(&Variant::Strata) {
             match rig::test_run_ns(&scenario, plan.test_run_repeat, plan.repeats) {
                 Ok((a, d)) => {
@@ -358,11 +425,19 @@ fn smoke() -> Result<(), String> {
         out: None,
     };
     let mut res = Results::default();
-    for &v in &plan.variants {
-        measure_variant(&plan, &s, v, &mut res).map_err(|e| format!("{}: {e}", v.name()))?;
+    measure_size(&plan, &s, &mut res);
+    if !res.failures.is_empty() {
+        return Err(format!("failures: {:?}", res.failures));
+    }
+    if res.traffic.len() != plan.variants.len() {
+        return Err(format!(
+            "{} of {} variants measured",
+            res.traffic.len(),
+            plan.variants.len()
+        ));
     }
     for t in &res.traffic {
-        if t.udp_pps.median <= 0.0 || t.tcp_rr.median <= 0.0 {
+        if t.udp_pps.median <= 0.0 || t.tcp_rr.median <= 0.0 || t.tcp_crr.median <= 0.0 {
             return Err(format!(
                 "{}: no traffic went through the allowed flow",
                 t.variant

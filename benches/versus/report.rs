@@ -44,6 +44,8 @@ pub struct TrafficPoint {
     pub udp_sent_pps: Stat,
     /// TCP round trips per second.
     pub tcp_rr: Stat,
+    /// New TCP connections (connect, request, response, close) per second.
+    pub tcp_crr: Stat,
     /// Time to load the variant's whole state, milliseconds (render/compile included).
     pub setup_ms: f64,
 }
@@ -89,7 +91,7 @@ pub struct FootprintPoint {
     pub rules: usize,
     /// Set members, map elements or eBPF map entries.
     pub entries: usize,
-    /// Kernel bytes of the policy state, where reported.
+    /// Bytes of the policy state, where known (see [`super::rig::Footprint`]).
     pub kernel_bytes: Option<u64>,
     /// Strata's other (constant, preallocated) maps.
     pub other_bytes: Option<u64>,
@@ -289,6 +291,11 @@ impl Results {
         self.traffic_table(&mut s, |t| spread(&t.tcp_rr));
         let _ = writeln!(
             s,
+            "## New TCP connections per second (connect, 1-byte request and response, close)\n\nEvery SYN is a new flow: it walks the rules (iptables, nftables) or the policy maps (Strata) before conntrack takes over.\n"
+        );
+        self.traffic_table(&mut s, |t| spread(&t.tcp_crr));
+        let _ = writeln!(
+            s,
             "## Time to load the whole state (ms, render or compile included)\n"
         );
         self.traffic_table(&mut s, |t| format!("{:.0}", t.setup_ms));
@@ -356,7 +363,7 @@ impl Results {
         let _ = writeln!(s, "## State size\n");
         let _ = writeln!(
             s,
-            "Rules, then set members / map elements / eBPF entries, then kernel bytes where the kernel reports them (Strata: `memlock` of the two LPM-trie maps from `/proc/self/fdinfo`, plus the constant preallocated maps in brackets; ipset: \"Size in memory\"). The kernel does not report the memory of an iptables table or an nftables set.\n"
+            "Rules, then set members / map elements / eBPF map entries, then bytes of the policy state where they can be known: Strata: map entries × (key + value size) of the endpoint, ipcache and policy maps (this kernel reports `memlock: 0` for LPM tries in `/proc/self/fdinfo`), with the kernel `memlock` of the constant, preallocated maps (conntrack LRU, counters, events) in brackets; ipset: the kernel's \"Size in memory\". The kernel does not report the memory of an iptables table or an nftables set.\n"
         );
         let _ = write!(s, "| variant |");
         for n in &sizes {
@@ -601,7 +608,8 @@ policy oracle with real traffic in `benches/tests/renderers.rs`.
 - **UDP**: the client sends 64-byte frames (18-byte payload) to the server for {window} ms after \
 a warm-up; the figure is the server `eth0` receive counter over the window. A one-way UDP flow \
 never becomes `ESTABLISHED`, so every packet walks the rules.
-- **TCP**: one connection, 1-byte request and response, round trips counted over {window} ms.
+- **TCP**: one connection, 1-byte request and response, round trips counted over {window} ms; \
+and new connections (connect, request, response, close with a reset) counted over {window} ms.
 - **Updates**: from the change to the kernel enforcing it, wall time: peer 0 relabelled into \
 another group, and one policy added. iptables *full*: re-render, ipset refill and \
 `iptables-restore` of the whole table; *incremental*: ipset member changes and one \

@@ -480,9 +480,18 @@ impl Enforcer {
         match &self.applied {
             Applied::Nothing => {}
             Applied::Strata { state, .. } => {
+                use std::mem::size_of;
+                use strata_datapath::abi::{
+                    Endpoint, IpcacheKey, IpcacheValue, PolicyKey, PolicyValue,
+                };
                 f.entries = state.policy.len() + state.ipcache.len() + state.endpoints.len();
+                // The kernel reports `memlock: 0` for LPM tries: count key and value bytes.
+                let bytes = state.policy.len()
+                    * (size_of::<PolicyKey>() + size_of::<PolicyValue>())
+                    + state.ipcache.len() * (size_of::<IpcacheKey>() + size_of::<IpcacheValue>())
+                    + state.endpoints.len() * (size_of::<u32>() + size_of::<Endpoint>());
+                f.kernel_bytes = Some(bytes as u64);
                 let (lpm, all) = bpf_map_memory()?;
-                f.kernel_bytes = Some(lpm);
                 f.other_bytes = Some(all - lpm);
             }
             Applied::Iptables(r) => {
@@ -522,10 +531,11 @@ pub struct Footprint {
     pub rules: usize,
     /// Set members, map elements or eBPF map entries.
     pub entries: usize,
-    /// Kernel memory of the policy state where the kernel reports it: the LPM-trie maps'
-    /// `memlock` (Strata), ipsets' "Size in memory".
+    /// Bytes of the policy state: Strata's map entries × (key + value) (the kernel reports no
+    /// usage for LPM tries), ipsets' kernel "Size in memory"; `None` where nothing is readable.
     pub kernel_bytes: Option<u64>,
-    /// Strata: the other maps (preallocated conntrack, endpoints, counters, events), constant.
+    /// Strata: kernel `memlock` of the other maps (preallocated conntrack, endpoints,
+    /// counters, events), constant in N.
     pub other_bytes: Option<u64>,
 }
 
@@ -792,6 +802,88 @@ impl Rig {
             srv.join()
                 .map_err(|_| Error::Rig("tcp server panicked".into()))??;
             count
+        })
+    }
+
+    /// New TCP connections per second, each one request and response then closed with a
+    /// reset (no TIME_WAIT to exhaust the ports), for `duration` after `warmup`: every SYN
+    /// is a new flow, so it walks the rules.
+    pub fn tcp_crr(&self, warmup: Duration, duration: Duration) -> Result<f64, Error> {
+        let addr = SocketAddrV4::new(self.scenario.server_ip, self.scenario.port());
+        let client = &self.lab.pods[0];
+        let server = &self.lab.pods[1];
+        let listener = server
+            .netns
+            .run(|| TcpListener::bind(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, addr.port())))?
+            .map_err(|e| Error::Io {
+                operation: format!("listen {addr}"),
+                source: e,
+            })?;
+        let stop = AtomicBool::new(false);
+        let limit = warmup + duration + Duration::from_secs(5);
+        std::thread::scope(|s| -> Result<f64, Error> {
+            let srv = s.spawn(|| -> Result<(), Error> {
+                let io = |e| Error::Io {
+                    operation: "tcp server".into(),
+                    source: e,
+                };
+                listener.set_nonblocking(true).map_err(io)?;
+                let deadline = Instant::now() + limit;
+                let mut b = [0u8; 1];
+                while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+                    match listener.accept() {
+                        Ok((mut c, _)) => {
+                            c.set_nonblocking(false).map_err(io)?;
+                            c.set_read_timeout(Some(Duration::from_millis(500)))
+                                .map_err(io)?;
+                            if c.read_exact(&mut b).is_ok() {
+                                let _ = c.write_all(&b);
+                            }
+                        }
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                            std::thread::yield_now();
+                        }
+                        Err(e) => return Err(io(e)),
+                    }
+                }
+                Ok(())
+            });
+            let rate = client.netns.run(|| -> Result<f64, Error> {
+                pin_current_thread(SENDER_CPU)?;
+                let io = |e| Error::Io {
+                    operation: format!("tcp client to {addr}"),
+                    source: e,
+                };
+                let one = || -> Result<(), Error> {
+                    let mut c = TcpStream::connect_timeout(&addr.into(), Duration::from_secs(2))
+                        .map_err(io)?;
+                    c.set_nodelay(true).map_err(io)?;
+                    c.set_read_timeout(Some(Duration::from_secs(2)))
+                        .map_err(io)?;
+                    c.write_all(&[7]).map_err(io)?;
+                    let mut b = [0u8; 1];
+                    c.read_exact(&mut b).map_err(io)?;
+                    socket2::SockRef::from(&c)
+                        .set_linger(Some(Duration::ZERO))
+                        .map_err(io)
+                };
+                let end_warm = Instant::now() + warmup;
+                while Instant::now() < end_warm {
+                    one()?;
+                }
+                let t0 = Instant::now();
+                let end = t0 + duration;
+                let mut n = 0u64;
+                while Instant::now() < end {
+                    one()?;
+                    n += 1;
+                }
+                Ok(n as f64 / t0.elapsed().as_secs_f64())
+            })?;
+            stop.store(true, Ordering::Relaxed);
+            srv.join()
+                .map_err(|_| Error::Rig("tcp server panicked".into()))??;
+            rate
         })
     }
 
