@@ -19,8 +19,7 @@ use anyhow::{Context, bail};
 use serde::Serialize;
 use strata_datapath::{
     netns::{Lab, Probe, Proto, cleanup_registered},
-    state::MapState,
-    translate::{EndpointSpec, add_endpoint, add_prefix},
+    translate::{Placement, state_from_compiled},
 };
 use strata_k8s::manifest::Manifests;
 use strata_policy::{Cluster, Flow, ObjectKey, PolicyEngine, Protocol, Verdict};
@@ -229,30 +228,13 @@ fn observe(
     }
     cleanup_on_interrupt();
     let lab = Lab::create(&pods).context("building the network-namespace lab")?;
-    let mut state = MapState::default();
-    for (i, (name, _)) in pods.iter().enumerate() {
-        let ep = snapshot
-            .endpoints
-            .get(name)
-            .with_context(|| format!("pod {name} is not a policy endpoint"))?;
-        add_endpoint(
-            &mut state,
-            &EndpointSpec {
-                ifindex: lab.pods[i].ifindex,
-                endpoint_id: i as u32 + 1,
-                identity: ep.identity.0,
-                policy: &ep.policy,
-            },
-        )?;
-    }
-    for e in &snapshot.ipcache {
-        add_prefix(
-            &mut state,
-            e.prefix.addr(),
-            e.prefix.prefix_len(),
-            e.identity.0,
-        )?;
-    }
+    let placement: Placement = pods
+        .iter()
+        .enumerate()
+        .map(|(i, (name, _))| (name.clone(), (lab.pods[i].ifindex, i as u32 + 1)))
+        .collect();
+    let state = state_from_compiled(&snapshot, &placement)
+        .context("translating the compiled policy into the maps")?;
     let mut dp = lab
         .load_datapath(how.sample)
         .context("loading the eBPF programs")?;
