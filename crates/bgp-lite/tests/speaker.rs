@@ -245,3 +245,45 @@ async fn reconnects_after_the_peer_restarts() {
     sa.shutdown().await.unwrap();
     sb.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn ipv6_transport_with_the_session_address_as_next_hop() {
+    let start = |port: u16, asn: u32, id: &str, peer_port: u16, peer_as: u32, passive: bool| {
+        let mut n = NeighborConfig::new(ip("::1"), peer_as);
+        n.port = peer_port;
+        n.passive = passive;
+        n.connect_retry = Duration::from_millis(200);
+        Speaker::start(SpeakerConfig {
+            local_as: asn,
+            router_id: id.parse().unwrap(),
+            listen: Some(SocketAddr::new(ip("::1"), port)),
+            neighbors: vec![n],
+        })
+    };
+    let (b, mut eb) = start(17991, 65002, "127.0.15.2", 17990, 65001, true)
+        .await
+        .unwrap();
+    let (a, _ea) = start(17990, 65001, "127.0.15.1", 17991, 65002, false)
+        .await
+        .unwrap();
+    a.announce(Announcement::new("2001:db8:15::/48".parse().unwrap()))
+        .unwrap();
+    // An IPv4 route over an IPv6 session without an IPv4 next hop is not sent.
+    a.announce(Announcement::new("10.15.0.0/24".parse().unwrap()))
+        .unwrap();
+    let e = wait_for(&mut eb, "update", |e| {
+        matches!(e, SpeakerEvent::Update { .. })
+    })
+    .await;
+    let SpeakerEvent::Update { announce, .. } = e else {
+        unreachable!()
+    };
+    assert_eq!(announce.len(), 1);
+    assert_eq!(
+        announce[0].prefix,
+        "2001:db8:15::/48".parse::<IpNet>().unwrap()
+    );
+    assert_eq!(announce[0].next_hop, ip("::1"));
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
+}
