@@ -816,12 +816,17 @@ impl Core {
         let n = &mut self.neighbors[i];
         let Some((spare, _)) = &n.spare else { return };
         // Both connections must have an OPEN before deciding (or the main one is gone).
-        let main_open = matches!(n.session.state(), State::OpenConfirm | State::Established);
         if spare.state() != State::OpenConfirm && spare.state() != State::Established {
             return;
         }
-        if !main_open && n.session.state() == State::OpenSent {
-            return;
+        match n.session.state() {
+            State::OpenSent => return,
+            State::Idle | State::Connect | State::Active => {
+                // The main connection failed meanwhile: the incoming one is all there is.
+                self.promote_spare(i, now);
+                return;
+            }
+            State::OpenConfirm | State::Established => {}
         }
         let main_outgoing = n.conn.as_ref().is_some_and(|c| c.outgoing);
         let keep_spare = main_outgoing
