@@ -373,3 +373,88 @@ fn bad_arguments_are_refused() {
         assert!(!out.status.success(), "{neighbor} accepted");
     }
 }
+
+/// BIRD killed on drop.
+struct Bird(Child);
+
+impl Drop for Bird {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn speaker_against_bird_and_sigterm_cease() {
+    let have = std::path::Path::new("/usr/sbin/bird").exists()
+        && std::path::Path::new("/usr/sbin/birdc").exists();
+    if !have {
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!("bird/birdc missing and CI=true (install bird2)");
+        }
+        eprintln!("skipping: BIRD 2 is not installed");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let conf = "router id 127.0.51.2;\nprotocol device {}\n\
+        protocol static s4 { ipv4; route 10.52.0.0/24 blackhole; }\n\
+        protocol bgp strata {\n  local 127.0.51.2 port 17511 as 65002;\n  \
+        neighbor 127.0.51.1 port 17510 as 65001;\n  multihop;\n  strict bind yes;\n  passive on;\n  \
+        error wait time 1, 3;\n  ipv4 { import all; export all; next hop self; };\n}\n";
+    std::fs::write(dir.path().join("bird.conf"), conf).unwrap();
+    let sock = dir.path().join("bird.ctl");
+    let _bird = Bird(
+        Command::new("bird")
+            .arg("-f")
+            .arg("-c")
+            .arg(dir.path().join("bird.conf"))
+            .arg("-s")
+            .arg(&sock)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let birdc = |args: &[&str]| -> String {
+        Command::new("birdc")
+            .arg("-s")
+            .arg(&sock)
+            .args(args)
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default()
+    };
+    let mut s = SpeakerProc::start(&[
+        "--local-as",
+        "65001",
+        "--router-id",
+        "127.0.51.1",
+        "--listen",
+        "127.0.51.1:17510",
+        "--neighbor",
+        "127.0.51.2:17511,remote-as=65002,hold-time=9",
+        "--announce",
+        "10.51.0.0/24,next-hop=192.0.2.1",
+    ]);
+    s.wait("established", |v| {
+        v["event"] == "established" && v["remote_as"] == 65002
+    });
+    let u = s.wait("update", |v| v["event"] == "update");
+    assert_eq!(u["announce"][0]["prefix"], "10.52.0.0/24");
+    assert_eq!(u["announce"][0]["as_path"], serde_json::json!([65002]));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !birdc(&["show", "route", "10.51.0.0/24"]).contains("AS65001") {
+        assert!(Instant::now() < deadline, "BIRD never got 10.51.0.0/24");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(s.terminate(), 0);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let shown = birdc(&["show", "protocols", "all", "strata"]);
+        if shown.contains("Administrative shutdown") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "BIRD saw no Cease: {shown}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
