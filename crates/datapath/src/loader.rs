@@ -465,67 +465,196 @@ impl Datapath {
         })
     }
 
+    fn map_fd(&self, name: &'static str) -> Result<std::os::fd::BorrowedFd<'_>, Error> {
+        use aya::maps::Map;
+        use std::os::fd::AsFd;
+        match self.ebpf.map(name) {
+            Some(Map::HashMap(d) | Map::LpmTrie(d)) => Ok(d.fd().as_fd()),
+            _ => Err(Error::MissingMap { map: name }),
+        }
+    }
+
+    /// Writes entries with one `BPF_MAP_UPDATE_BATCH`; `Ok(false)` when the kernel has no batch
+    /// support for this map (the caller then writes one by one).
+    fn upsert_batch(
+        &self,
+        map: &'static str,
+        entries: &[(Vec<u8>, Vec<u8>)],
+    ) -> Result<bool, Error> {
+        if entries.is_empty() {
+            return Ok(true);
+        }
+        let keys: Vec<u8> = entries
+            .iter()
+            .flat_map(|(k, _)| k.iter().copied())
+            .collect();
+        let values: Vec<u8> = entries
+            .iter()
+            .flat_map(|(_, v)| v.iter().copied())
+            .collect();
+        match sys::map_update_batch(self.map_fd(map)?, &keys, &values, entries.len()) {
+            Ok(()) => Ok(true),
+            Err(e) if e.done == 0 && batch_unsupported(&e.error) => Ok(false),
+            Err(e) => Err(batch_err(map, "BPF_MAP_UPDATE_BATCH", e.error)),
+        }
+    }
+
+    /// Deletes keys with `BPF_MAP_DELETE_BATCH`, skipping keys already absent; `Ok(false)` when
+    /// the kernel has no batch support for this map.
+    fn remove_batch(&self, map: &'static str, keys: &[Vec<u8>]) -> Result<bool, Error> {
+        let mut start = 0;
+        // Each round either finishes or skips one absent key: bounded by the key count.
+        for _ in 0..=keys.len() {
+            if start >= keys.len() {
+                return Ok(true);
+            }
+            let rest: Vec<u8> = keys[start..].iter().flatten().copied().collect();
+            match sys::map_delete_batch(self.map_fd(map)?, &rest, keys.len() - start) {
+                Ok(()) => return Ok(true),
+                Err(e) if e.error.raw_os_error() == Some(libc::ENOENT) => start += e.done + 1,
+                Err(e) if start == 0 && e.done == 0 && batch_unsupported(&e.error) => {
+                    return Ok(false);
+                }
+                Err(e) => return Err(batch_err(map, "BPF_MAP_DELETE_BATCH", e.error)),
+            }
+        }
+        Ok(true)
+    }
+
     fn apply(&mut self, d: &MapDiff) -> Result<(), Error> {
         // Additions first (ipcache, policy, endpoints), then removals in reverse order, so a
-        // relabel never opens a gap.
-        {
+        // relabel never opens a gap. Each step is one batched system call where the kernel
+        // supports it, element by element otherwise.
+        let host_up: Vec<_> = d
+            .ipcache
+            .upsert
+            .iter()
+            .filter(|(k, _)| is_host(k))
+            .collect();
+        let host_bytes: Vec<_> = host_up
+            .iter()
+            .map(|(k, v)| (k.addr.to_vec(), ipcache_value_bytes(v)))
+            .collect();
+        if !self.upsert_batch("ipcache_hosts", &host_bytes)? {
             let mut m: HashMap<_, IpcacheKeyData, IpcacheValue> =
                 self.typed_map_mut("ipcache_hosts")?;
-            for (k, v) in d.ipcache.upsert.iter().filter(|(k, _)| is_host(k)) {
+            for (k, v) in &host_up {
                 m.insert(k.addr, v, 0)
                     .map_err(|e| map_err("ipcache_hosts", "insert", e))?;
             }
         }
-        {
+        let prefix_up: Vec<_> = d
+            .ipcache
+            .upsert
+            .iter()
+            .filter(|(k, _)| !is_host(k))
+            .collect();
+        let prefix_bytes: Vec<_> = prefix_up
+            .iter()
+            .map(|(k, v)| (ipcache_key_bytes(k), ipcache_value_bytes(v)))
+            .collect();
+        if !self.upsert_batch("ipcache", &prefix_bytes)? {
             let mut m: LpmTrie<_, IpcacheKeyData, IpcacheValue> = self.typed_map_mut("ipcache")?;
-            for (k, v) in d.ipcache.upsert.iter().filter(|(k, _)| !is_host(k)) {
+            for (k, v) in &prefix_up {
                 m.insert(&Key::new(k.prefixlen, k.addr), v, 0)
                     .map_err(|e| map_err("ipcache", "insert", e))?;
             }
         }
-        {
+        let exact_up: Vec<_> = d
+            .policy
+            .upsert
+            .iter()
+            .filter(|(k, _)| is_exact(k))
+            .collect();
+        let exact_bytes: Vec<_> = exact_up
+            .iter()
+            .map(|(k, v)| (k.data_bytes().to_vec(), policy_value_bytes(v)))
+            .collect();
+        if !self.upsert_batch("policy_exact", &exact_bytes)? {
             let mut m: HashMap<_, PolicyKeyData, PolicyValue> =
                 self.typed_map_mut("policy_exact")?;
-            for (k, v) in d.policy.upsert.iter().filter(|(k, _)| is_exact(k)) {
+            for (k, v) in &exact_up {
                 m.insert(k.data(), v, 0)
                     .map_err(|e| map_err("policy_exact", "insert", e))?;
             }
-            for k in d.policy.remove.iter().filter(|k| is_exact(k)) {
-                absent_ok(m.remove(&k.data())).map_err(|e| map_err("policy_exact", "remove", e))?;
-            }
         }
-        {
+        let lpm_up: Vec<_> = d
+            .policy
+            .upsert
+            .iter()
+            .filter(|(k, _)| !is_exact(k))
+            .collect();
+        let lpm_bytes: Vec<_> = lpm_up
+            .iter()
+            .map(|(k, v)| (policy_key_bytes(k), policy_value_bytes(v)))
+            .collect();
+        if !self.upsert_batch("policy", &lpm_bytes)? {
             let mut m: LpmTrie<_, PolicyKeyData, PolicyValue> = self.typed_map_mut("policy")?;
-            for (k, v) in d.policy.upsert.iter().filter(|(k, _)| !is_exact(k)) {
+            for (k, v) in &lpm_up {
                 m.insert(&Key::new(k.prefixlen, k.data()), v, 0)
                     .map_err(|e| map_err("policy", "insert", e))?;
             }
-            for k in d.policy.remove.iter().filter(|k| !is_exact(k)) {
-                absent_ok(m.remove(&Key::new(k.prefixlen, k.data())))
-                    .map_err(|e| map_err("policy", "remove", e))?;
-            }
         }
-        {
+        let ep_bytes: Vec<_> = d
+            .endpoints
+            .upsert
+            .iter()
+            .map(|(k, v)| (k.to_ne_bytes().to_vec(), endpoint_bytes(v)))
+            .collect();
+        if !self.upsert_batch("endpoints", &ep_bytes)? {
             let mut m: HashMap<_, u32, Endpoint> = self.typed_map_mut("endpoints")?;
             for (k, v) in &d.endpoints.upsert {
                 m.insert(k, v, 0)
                     .map_err(|e| map_err("endpoints", "insert", e))?;
             }
+        }
+        let keys: Vec<_> = d
+            .endpoints
+            .remove
+            .iter()
+            .map(|k| k.to_ne_bytes().to_vec())
+            .collect();
+        if !self.remove_batch("endpoints", &keys)? {
+            let mut m: HashMap<_, u32, Endpoint> = self.typed_map_mut("endpoints")?;
             for k in &d.endpoints.remove {
                 absent_ok(m.remove(k)).map_err(|e| map_err("endpoints", "remove", e))?;
             }
         }
-        {
+        let exact_rm: Vec<_> = d.policy.remove.iter().filter(|k| is_exact(k)).collect();
+        let keys: Vec<_> = exact_rm.iter().map(|k| k.data_bytes().to_vec()).collect();
+        if !self.remove_batch("policy_exact", &keys)? {
+            let mut m: HashMap<_, PolicyKeyData, PolicyValue> =
+                self.typed_map_mut("policy_exact")?;
+            for k in &exact_rm {
+                absent_ok(m.remove(&k.data())).map_err(|e| map_err("policy_exact", "remove", e))?;
+            }
+        }
+        let lpm_rm: Vec<_> = d.policy.remove.iter().filter(|k| !is_exact(k)).collect();
+        let keys: Vec<_> = lpm_rm.iter().map(|k| policy_key_bytes(k)).collect();
+        if !self.remove_batch("policy", &keys)? {
+            let mut m: LpmTrie<_, PolicyKeyData, PolicyValue> = self.typed_map_mut("policy")?;
+            for k in &lpm_rm {
+                absent_ok(m.remove(&Key::new(k.prefixlen, k.data())))
+                    .map_err(|e| map_err("policy", "remove", e))?;
+            }
+        }
+        let prefix_rm: Vec<_> = d.ipcache.remove.iter().filter(|k| !is_host(k)).collect();
+        let keys: Vec<_> = prefix_rm.iter().map(|k| ipcache_key_bytes(k)).collect();
+        if !self.remove_batch("ipcache", &keys)? {
             let mut m: LpmTrie<_, IpcacheKeyData, IpcacheValue> = self.typed_map_mut("ipcache")?;
-            for k in d.ipcache.remove.iter().filter(|k| !is_host(k)) {
+            for k in &prefix_rm {
                 absent_ok(m.remove(&Key::new(k.prefixlen, k.addr)))
                     .map_err(|e| map_err("ipcache", "remove", e))?;
             }
         }
-        let mut m: HashMap<_, IpcacheKeyData, IpcacheValue> =
-            self.typed_map_mut("ipcache_hosts")?;
-        for k in d.ipcache.remove.iter().filter(|k| is_host(k)) {
-            absent_ok(m.remove(&k.addr)).map_err(|e| map_err("ipcache_hosts", "remove", e))?;
+        let host_rm: Vec<_> = d.ipcache.remove.iter().filter(|k| is_host(k)).collect();
+        let keys: Vec<_> = host_rm.iter().map(|k| k.addr.to_vec()).collect();
+        if !self.remove_batch("ipcache_hosts", &keys)? {
+            let mut m: HashMap<_, IpcacheKeyData, IpcacheValue> =
+                self.typed_map_mut("ipcache_hosts")?;
+            for k in &host_rm {
+                absent_ok(m.remove(&k.addr)).map_err(|e| map_err("ipcache_hosts", "remove", e))?;
+            }
         }
         Ok(())
     }
@@ -705,6 +834,62 @@ impl Datapath {
         }
         Ok(())
     }
+}
+
+/// The kernel has no batch operation for this map type (fall back to one by one).
+fn batch_unsupported(e: &io::Error) -> bool {
+    // ENOTSUPP (524) is the kernel-internal "not supported" some map types return.
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EINVAL) | Some(libc::EOPNOTSUPP) | Some(524)
+    )
+}
+
+fn batch_err(map: &'static str, operation: &'static str, e: io::Error) -> Error {
+    let code = e.raw_os_error();
+    if code == Some(libc::E2BIG) || code == Some(libc::ENOSPC) {
+        return Error::MapFull {
+            map,
+            wanted: 0,
+            capacity: 0,
+        };
+    }
+    Error::Io {
+        operation,
+        path: map.to_owned(),
+        source: e,
+    }
+}
+
+fn ipcache_key_bytes(k: &IpcacheKey) -> Vec<u8> {
+    let mut b = k.prefixlen.to_ne_bytes().to_vec();
+    b.extend_from_slice(&k.addr);
+    b
+}
+
+fn ipcache_value_bytes(v: &IpcacheValue) -> Vec<u8> {
+    let mut b = v.identity.to_ne_bytes().to_vec();
+    b.extend_from_slice(&v.flags.to_ne_bytes());
+    b
+}
+
+fn policy_key_bytes(k: &PolicyKey) -> Vec<u8> {
+    let mut b = k.prefixlen.to_ne_bytes().to_vec();
+    b.extend_from_slice(&k.data_bytes());
+    b
+}
+
+fn policy_value_bytes(v: &PolicyValue) -> Vec<u8> {
+    let mut b = v.verdict.to_ne_bytes().to_vec();
+    b.extend_from_slice(&v.rule.to_ne_bytes());
+    b
+}
+
+fn endpoint_bytes(v: &Endpoint) -> Vec<u8> {
+    [v.endpoint_id, v.identity, v.flags, v.reserved]
+        .iter()
+        .flat_map(|x| x.to_ne_bytes())
+        .collect()
 }
 
 /// Host entries (full-length prefixes) live in the `ipcache_hosts` hash.

@@ -85,6 +85,84 @@ pub(crate) fn monotonic_ns() -> u64 {
     (ts.tv_sec as u64) * 1_000_000_000 + ts.tv_nsec as u64
 }
 
+/// `BPF_MAP_UPDATE_BATCH` and `BPF_MAP_DELETE_BATCH` (include/uapi/linux/bpf.h).
+const BPF_MAP_UPDATE_BATCH: libc::c_long = 26;
+const BPF_MAP_DELETE_BATCH: libc::c_long = 27;
+
+/// The `batch` member of `union bpf_attr`.
+#[repr(C)]
+#[derive(Default)]
+struct BatchAttr {
+    in_batch: u64,
+    out_batch: u64,
+    keys: u64,
+    values: u64,
+    count: u32,
+    map_fd: u32,
+    elem_flags: u64,
+    flags: u64,
+}
+
+/// A failed batch: the error and how many elements the kernel processed before it.
+pub(crate) struct BatchError {
+    pub(crate) error: io::Error,
+    pub(crate) done: usize,
+}
+
+fn batch(
+    cmd: libc::c_long,
+    fd: std::os::fd::BorrowedFd<'_>,
+    keys: &[u8],
+    values: Option<&[u8]>,
+    count: usize,
+) -> Result<(), BatchError> {
+    use std::os::fd::AsRawFd;
+    let mut attr = BatchAttr {
+        keys: keys.as_ptr() as u64,
+        values: values.map_or(0, |v| v.as_ptr() as u64),
+        count: count as u32,
+        map_fd: fd.as_raw_fd() as u32,
+        ..BatchAttr::default()
+    };
+    // SAFETY: `attr` is a valid batch attribute alive for the call; `keys` (and `values`)
+    // hold `count` keys (values) of the map's key (value) size, as the callers guarantee, and
+    // the kernel only reads them; it writes back only `attr.count`.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            cmd,
+            &mut attr as *mut BatchAttr,
+            std::mem::size_of::<BatchAttr>() as libc::c_uint,
+        )
+    };
+    if rc < 0 {
+        return Err(BatchError {
+            error: io::Error::last_os_error(),
+            done: attr.count as usize,
+        });
+    }
+    Ok(())
+}
+
+/// Inserts or overwrites `count` entries in one system call (`BPF_MAP_UPDATE_BATCH`).
+pub(crate) fn map_update_batch(
+    fd: std::os::fd::BorrowedFd<'_>,
+    keys: &[u8],
+    values: &[u8],
+    count: usize,
+) -> Result<(), BatchError> {
+    batch(BPF_MAP_UPDATE_BATCH, fd, keys, Some(values), count)
+}
+
+/// Deletes `count` keys in one system call (`BPF_MAP_DELETE_BATCH`).
+pub(crate) fn map_delete_batch(
+    fd: std::os::fd::BorrowedFd<'_>,
+    keys: &[u8],
+    count: usize,
+) -> Result<(), BatchError> {
+    batch(BPF_MAP_DELETE_BATCH, fd, keys, None, count)
+}
+
 fn cstring(path: &Path) -> io::Result<CString> {
     CString::new(path.as_os_str().as_encoded_bytes())
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))
