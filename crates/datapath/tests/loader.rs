@@ -190,3 +190,33 @@ fn a_verifier_rejection_shows_the_verifier_log() {
         other => panic!("expected a verifier rejection, got {other:?}"),
     }
 }
+
+#[test]
+fn removing_absent_keys_in_a_batch_removes_the_others() {
+    if !common::privileged("removing_absent_keys_in_a_batch_removes_the_others") {
+        return;
+    }
+    let mut dp = Datapath::load(&LoadOptions::default()).expect("load");
+    let s = base();
+    dp.sync(&s).expect("sync");
+    let present: Vec<PolicyKey> = s.policy.keys().take(3).copied().collect();
+    let mut diff = MapDiff::default();
+    // Absent keys first, between and last: the batch skips them and removes the rest.
+    diff.policy
+        .remove
+        .push(PolicyKey::entry(1, 4242, DIR_INGRESS, 6, 1, 16));
+    diff.policy.remove.push(present[0]);
+    diff.policy
+        .remove
+        .push(PolicyKey::entry(1, 4243, DIR_INGRESS, 6, 1, 16));
+    diff.policy.remove.extend(&present[1..]);
+    diff.policy
+        .remove
+        .push(PolicyKey::entry(1, 4244, DIR_INGRESS, 6, 1, 16));
+    dp.apply_diff(&diff).expect("apply");
+    let mut want = s.clone();
+    for k in &present {
+        want.policy.remove(k);
+    }
+    assert_eq!(dp.read_state().expect("read"), want);
+}
