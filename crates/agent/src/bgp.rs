@@ -385,34 +385,21 @@ fn decoded_json(d: &Decoded) -> Value {
         Message::Notification(n) => {
             out.insert("code".into(), json!(n.code));
             out.insert("subcode".into(), json!(n.subcode));
-            out.insert(
-                "data".into(),
-                json!(
-                    n.data
-                        .iter()
-                        .map(|b| format!("{b:02x}"))
-                        .collect::<String>()
-                ),
-            );
         }
-        Message::Keepalive => {}
-        Message::RouteRefresh(r) => {
-            out.insert("afi".into(), json!(r.family.afi));
-            out.insert("safi".into(), json!(r.family.safi));
-            out.insert("subtype".into(), json!(r.subtype));
-        }
+        Message::Keepalive | Message::RouteRefresh(_) => {}
     }
     if !d.issues.is_empty() {
         out.insert(
             "errors".into(),
-            json!(d
-                .issues
-                .iter()
-                .map(|i| {
-                    let (code, subcode) = i.error.code();
-                    json!({"action": i.action.as_str(), "code": code, "subcode": subcode, "reason": i.error.to_string()})
-                })
-                .collect::<Vec<_>>()),
+            json!(
+                d.issues
+                    .iter()
+                    .map(|i| {
+                        let (code, subcode) = i.error.code();
+                        json!({"action": i.action.as_str(), "code": code, "subcode": subcode})
+                    })
+                    .collect::<Vec<_>>()
+            ),
         );
     }
     Value::Object(out)
