@@ -380,6 +380,11 @@ fn bench(plan: &Plan) -> Result<(), String> {
     std::fs::write(plots.join("versus.json"), json).map_err(|e| e.to_string())?;
     std::fs::write(out.join("BENCHMARKS.md"), res.markdown("docs/plots"))
         .map_err(|e| e.to_string())?;
+    std::fs::write(
+        plots.join("readme-section.md"),
+        res.readme_section("docs/plots"),
+    )
+    .map_err(|e| e.to_string())?;
     println!("versus: wrote {}", out.join("BENCHMARKS.md").display());
     if !res.failures.is_empty() {
         return Err(format!(

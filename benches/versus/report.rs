@@ -219,6 +219,20 @@ impl Results {
                 if r >= 30.0 { "met" } else { "not met" }
             ));
         }
+        if let (Some(&small), Some(a), Some(b)) = (
+            sizes.first(),
+            self.traffic("strata", sizes[0]),
+            self.traffic("strata", big),
+        ) && small != big
+            && a.udp_pps.median > 0.0
+        {
+            out.push(format!(
+                "Strata's rate at N = {} is {:.1}% of its rate at N = {} (O(1) per packet: two LPM lookups whatever N).",
+                thousands(big as f64),
+                100.0 * b.udp_pps.median / a.udp_pps.median,
+                thousands(small as f64)
+            ));
+        }
         for other in ["iptables-calico", "nftables"] {
             if let (Some(r), Some(s)) = (
                 self.pps_ratio(other, "none", big),
@@ -233,7 +247,68 @@ impl Results {
                 ));
             }
         }
+        if let (Some(a), Some(b)) = (
+            self.traffic("strata", big),
+            self.traffic("iptables-flat", big),
+        ) && b.tcp_crr.median > 0.0
+        {
+            out.push(format!(
+                "New TCP connections at N = {}: Strata {} per second, flat iptables {} ({:.1}×).",
+                thousands(big as f64),
+                thousands(a.tcp_crr.median),
+                thousands(b.tcp_crr.median),
+                a.tcp_crr.median / b.tcp_crr.median
+            ));
+        }
+        let update = |v: &str, m: &str| {
+            self.updates
+                .iter()
+                .find(|u| u.variant == v && u.mode == m && u.change == "relabel" && u.n == big)
+        };
+        if let (Some(st), Some(fl), Some(ca), Some(nf)) = (
+            update("strata", "map diff"),
+            update("iptables-flat", "incremental"),
+            update("iptables-calico", "incremental"),
+            update("nftables", "incremental"),
+        ) {
+            out.push(format!(
+                "One pod relabelled at N = {}: Strata {:.1} ms from the change to the maps ({:.1} ms of it in `Datapath::sync`, the rest in the policy compiler), flat iptables {:.1} ms, Calico-style {:.1} ms, nftables {:.1} ms (incremental updates, render included).",
+                thousands(big as f64),
+                st.ms.median,
+                st.kernel_ms.median,
+                fl.ms.median,
+                ca.ms.median,
+                nf.ms.median
+            ));
+        }
         out
+    }
+
+    /// The README's section: the main plot, a table of UDP rates and the headlines.
+    pub fn readme_section(&self, plots: &str) -> String {
+        let mut s = String::from(
+            "### eBPF versus iptables and nftables
+
+",
+        );
+        let _ = writeln!(
+            s,
+            "`cargo xtask bench --{}` (as root) applies one generated cluster — N compiled policy entries, the measured flow allowed by the last rule a chain reaches — five ways in a node namespace between two pod namespaces, and sends real packets through it (method, machine, load and every table in [BENCHMARKS.md](BENCHMARKS.md); started {} UTC, load before: `{}`).\n",
+            self.mode,
+            self.machine.started,
+            self.machine.load_before.trim()
+        );
+        let _ = writeln!(s, "![UDP packets per second against N]({plots}/pps.svg)\n");
+        let _ = writeln!(
+            s,
+            "UDP packets per second received (64-byte frames, median of {} runs):\n",
+            self.repeats
+        );
+        self.traffic_table(&mut s, |t| thousands(t.udp_pps.median));
+        for h in self.headlines() {
+            let _ = writeln!(s, "- {h}");
+        }
+        s
     }
 
     /// BENCHMARKS.md.
