@@ -3,7 +3,8 @@
 //! - `cargo bench -p strata-bench --bench traffic -- --quick|--report [--out DIR]
 //!   [--sizes 10,1000] [--variants none,strata,…] [--backend legacy|nft]` measures and writes
 //!   `DIR/BENCHMARKS.md`, `DIR/docs/plots/{pps,update}.svg` and `DIR/docs/plots/versus.json`
-//!   (`cargo xtask bench --quick|--report` runs it with `DIR` = the workspace root).
+//!   (`cargo xtask bench --quick|--report` runs it with `DIR` = the workspace root);
+//!   `--rerender` writes them again from `DIR/docs/plots/versus.json` without measuring.
 //! - Without `--bench` (`cargo test --benches`): one quick pass over a small cluster — the
 //!   renderings, and as root every variant with short windows — so the bench never rots.
 //!
@@ -329,6 +330,42 @@ fn measure_updates(
     Ok(())
 }
 
+fn out_dir(plan: &Plan) -> PathBuf {
+    plan.out.clone().unwrap_or_else(|| {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/strata-versus")
+    })
+}
+
+/// Writes BENCHMARKS.md, the plots, the README section and (`json`) the raw figures.
+fn write_outputs(plan: &Plan, res: &Results, json: bool) -> Result<(), String> {
+    let out = out_dir(plan);
+    let plots = out.join("docs/plots");
+    res.plot(&plots).map_err(|e| e.to_string())?;
+    if json {
+        let text = serde_json::to_string_pretty(res).map_err(|e| e.to_string())?;
+        std::fs::write(plots.join("versus.json"), text).map_err(|e| e.to_string())?;
+    }
+    std::fs::write(out.join("BENCHMARKS.md"), res.markdown("docs/plots"))
+        .map_err(|e| e.to_string())?;
+    std::fs::write(
+        plots.join("readme-section.md"),
+        res.readme_section("docs/plots"),
+    )
+    .map_err(|e| e.to_string())?;
+    println!("versus: wrote {}", out.join("BENCHMARKS.md").display());
+    Ok(())
+}
+
+/// `--rerender`: the outputs again from `docs/plots/versus.json` of an earlier run (no
+/// measurement; for a change of layout).
+fn rerender(plan: &Plan) -> Result<(), String> {
+    let path = out_dir(plan).join("docs/plots/versus.json");
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let res: Results =
+        serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+    write_outputs(plan, &res, false)
+}
+
 fn bench(plan: &Plan) -> Result<(), String> {
     if !rig::is_root() {
         println!("versus: skipped: needs root (network namespaces, iptables, nftables, eBPF)");
@@ -371,21 +408,7 @@ fn bench(plan: &Plan) -> Result<(), String> {
     for h in res.headlines() {
         println!("versus: {h}");
     }
-    let out = plan.out.clone().unwrap_or_else(|| {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/strata-versus")
-    });
-    let plots = out.join("docs/plots");
-    res.plot(&plots).map_err(|e| e.to_string())?;
-    let json = serde_json::to_string_pretty(&res).map_err(|e| e.to_string())?;
-    std::fs::write(plots.join("versus.json"), json).map_err(|e| e.to_string())?;
-    std::fs::write(out.join("BENCHMARKS.md"), res.markdown("docs/plots"))
-        .map_err(|e| e.to_string())?;
-    std::fs::write(
-        plots.join("readme-section.md"),
-        res.readme_section("docs/plots"),
-    )
-    .map_err(|e| e.to_string())?;
-    println!("versus: wrote {}", out.join("BENCHMARKS.md").display());
+    write_outputs(plan, &res, true)?;
     if !res.failures.is_empty() {
         return Err(format!(
             "{} measurements failed: {:?}",
@@ -460,7 +483,13 @@ fn smoke() -> Result<(), String> {
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = if args.iter().any(|a| a == "--bench") {
-        parse(&args).and_then(|plan| bench(&plan))
+        parse(&args).and_then(|plan| {
+            if args.iter().any(|a| a == "--rerender") {
+                rerender(&plan)
+            } else {
+                bench(&plan)
+            }
+        })
     } else {
         smoke()
     };

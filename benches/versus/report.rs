@@ -284,21 +284,28 @@ impl Results {
         out
     }
 
-    /// The README's section: the main plot, a table of UDP rates and the headlines.
+    /// The README's section: the main plot, a table of UDP rates and the headlines, wrapped
+    /// at 100 columns.
     pub fn readme_section(&self, plots: &str) -> String {
-        let mut s = String::from(
-            "### eBPF versus iptables and nftables
-
-",
-        );
+        let mut s = String::from("### eBPF versus iptables and nftables\n\n");
+        s.push_str(&wrap(
+            &format!(
+                "`cargo xtask bench --{}` (as root) applies one generated cluster — N compiled policy entries, the measured flow allowed by the last rule a chain reaches — five ways in a node namespace between two pod namespaces, and sends real packets through it. Method, machine, load and every table (TCP, update latency, BPF_PROG_TEST_RUN, state size): [BENCHMARKS.md](BENCHMARKS.md). Run started {} UTC; load before: {}.",
+                self.mode,
+                self.machine.started,
+                self.machine
+                    .load_before
+                    .split("load average:")
+                    .nth(1)
+                    .map(|l| format!("load average {}", l.trim()))
+                    .unwrap_or_default()
+            ),
+            "",
+        ));
         let _ = writeln!(
             s,
-            "`cargo xtask bench --{}` (as root) applies one generated cluster — N compiled policy entries, the measured flow allowed by the last rule a chain reaches — five ways in a node namespace between two pod namespaces, and sends real packets through it (method, machine, load and every table in [BENCHMARKS.md](BENCHMARKS.md); started {} UTC, load before: `{}`).\n",
-            self.mode,
-            self.machine.started,
-            self.machine.load_before.trim()
+            "\n![UDP packets per second against N]({plots}/pps.svg)\n"
         );
-        let _ = writeln!(s, "![UDP packets per second against N]({plots}/pps.svg)\n");
         let _ = writeln!(
             s,
             "UDP packets per second received (64-byte frames, median of {} runs):\n",
@@ -306,7 +313,7 @@ impl Results {
         );
         self.traffic_table(&mut s, |t| thousands(t.udp_pps.median));
         for h in self.headlines() {
-            let _ = writeln!(s, "- {h}");
+            s.push_str(&wrap(&h, "- "));
         }
         s
     }
@@ -564,6 +571,31 @@ impl Results {
             &series,
         )
     }
+}
+
+/// Wraps `text` at 100 columns; the first line starts with `first`, the others are indented
+/// as deep.
+fn wrap(text: &str, first: &str) -> String {
+    let indent = " ".repeat(first.chars().count());
+    let mut out = String::new();
+    let mut line = first.to_string();
+    let mut empty = true;
+    for word in text.split_whitespace() {
+        if !empty && line.chars().count() + 1 + word.chars().count() > 100 {
+            out.push_str(line.trim_end());
+            out.push('\n');
+            line = indent.clone();
+            empty = true;
+        }
+        if !empty {
+            line.push(' ');
+        }
+        line.push_str(word);
+        empty = false;
+    }
+    out.push_str(line.trim_end());
+    out.push('\n');
+    out
 }
 
 const COLORS: [RGBColor; 10] = [
