@@ -133,7 +133,7 @@ async fn gobgp_exchanges_1000_v4_and_100_v6_prefixes_each_way() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn gobgp_connects_to_passive_strata_wrong_as_and_hold_timer() {
+async fn gobgp_connects_to_passive_strata_wrong_as_hold_timer_and_restart() {
     if !have_gobgp() {
         return;
     }
@@ -179,5 +179,16 @@ async fn gobgp_connects_to_passive_strata_wrong_as_and_hold_timer() {
     })
     .await;
     assert!(again.is_some(), "no session after SIGCONT: {}", gobgp.log());
+
+    // Peer restart: gobgpd killed and started again reconnects to the passive strata.
+    let mut gobgp = gobgp;
+    gobgp.restart();
+    let down = wait_event(&mut ev, LONG, |e| matches!(e, SpeakerEvent::Down { .. })).await;
+    assert!(down.is_some());
+    let again = wait_event(&mut ev, LONG, |e| {
+        matches!(e, SpeakerEvent::Established { .. })
+    })
+    .await;
+    assert!(again.is_some(), "no session after restart: {}", gobgp.log());
     sp.shutdown().await.unwrap();
 }

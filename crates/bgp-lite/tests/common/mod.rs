@@ -48,6 +48,7 @@ impl Proc {
     pub fn signal(&self, sig: &str) {
         let _ = Command::new("kill")
             .args([&format!("-{sig}"), &self.pid().to_string()])
+            .stderr(Stdio::null())
             .status();
     }
 }
@@ -334,32 +335,52 @@ impl GoBgp {
             keepalive = (hold_time / 3).max(1),
         );
         std::fs::write(dir.path().join("gobgp.toml"), config).unwrap();
-        let log = std::fs::File::create(dir.path().join("gobgpd.log")).unwrap();
-        let proc = Proc::spawn(
-            "gobgpd",
-            Command::new("gobgpd")
-                .arg("-f")
-                .arg(dir.path().join("gobgp.toml"))
-                .arg("-p")
-                .arg("--pprof-disable")
-                .arg(format!("--api-hosts={router_id}:{api_port}"))
-                .stdout(log.try_clone().unwrap())
-                .stderr(log),
-        );
+        let proc = Self::spawn(dir.path(), router_id, api_port);
         let g = GoBgp {
             dir,
             proc,
             api_host: router_id.to_string(),
             api_port,
         };
+        g.wait_up();
+        g
+    }
+
+    fn spawn(dir: &Path, router_id: &str, api_port: u16) -> Proc {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("gobgpd.log"))
+            .unwrap();
+        Proc::spawn(
+            "gobgpd",
+            Command::new("gobgpd")
+                .arg("-f")
+                .arg(dir.join("gobgp.toml"))
+                .arg("-p")
+                .arg("--pprof-disable")
+                .arg(format!("--api-hosts={router_id}:{api_port}"))
+                .stdout(log.try_clone().unwrap())
+                .stderr(log),
+        )
+    }
+
+    fn wait_up(&self) {
         assert!(
-            wait_until(Duration::from_secs(10), || g
+            wait_until(Duration::from_secs(10), || self
                 .cli(&["global"])
                 .contains("AS")),
             "gobgpd did not come up: {}",
-            g.log()
+            self.log()
         );
-        g
+    }
+
+    /// Kills gobgpd and starts it again with the same configuration.
+    pub fn restart(&mut self) {
+        let _ = self.proc.child.kill();
+        let _ = self.proc.child.wait();
+        self.proc = Self::spawn(self.dir.path(), &self.api_host, self.api_port);
+        self.wait_up();
     }
 
     pub fn cli(&self, args: &[&str]) -> String {
