@@ -163,6 +163,7 @@ enum Command {
     Withdraw(IpNet),
     LocRib(oneshot::Sender<Vec<RibEntry>>),
     AdjRibIn(IpAddr, oneshot::Sender<Vec<(IpNet, Path)>>),
+    AdjRibOut(IpAddr, oneshot::Sender<Vec<IpNet>>),
     State(IpAddr, oneshot::Sender<Option<State>>),
     Refresh(IpAddr),
     Shutdown(oneshot::Sender<()>),
@@ -306,6 +307,15 @@ impl Speaker {
         let (tx, rx) = oneshot::channel();
         self.commands
             .send(Command::AdjRibIn(neighbor, tx))
+            .map_err(|_| Error::Closed)?;
+        rx.await.map_err(|_| Error::Closed)
+    }
+
+    /// The prefixes announced to a neighbor on its current session (its Adj-RIB-Out).
+    pub async fn adj_rib_out(&self, neighbor: IpAddr) -> Result<Vec<IpNet>, Error> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(Command::AdjRibOut(neighbor, tx))
             .map_err(|_| Error::Closed)?;
         rx.await.map_err(|_| Error::Closed)
     }
@@ -1120,6 +1130,16 @@ impl Core {
                     .flat_map(|n| n.adj_in.iter().map(|(p, (path, _))| (*p, (**path).clone())))
                     .collect();
                 out.sort_by_key(|e| e.0);
+                let _ = reply.send(out);
+            }
+            Command::AdjRibOut(addr, reply) => {
+                let mut out: Vec<IpNet> = self
+                    .neighbors
+                    .iter()
+                    .filter(|n| n.config.address == addr)
+                    .flat_map(|n| n.adj_out.iter().copied())
+                    .collect();
+                out.sort();
                 let _ = reply.send(out);
             }
             Command::State(addr, reply) => {

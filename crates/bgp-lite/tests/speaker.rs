@@ -108,6 +108,11 @@ async fn routes_flow_both_ways_and_shutdown_is_a_cease() {
     assert_eq!(rib.len(), 1);
     assert_eq!(rib[0].neighbor, ip(b));
     assert_eq!(sb.adj_rib_in(ip(a)).await.unwrap().len(), 2);
+    assert_eq!(sa.adj_rib_out(ip(b)).await.unwrap().len(), 2);
+    assert_eq!(
+        sa.state(ip(b)).await.unwrap(),
+        Some(strata_bgp::session::State::Established)
+    );
 
     // Runtime withdraw.
     sa.withdraw("10.10.0.0/24".parse().unwrap()).unwrap();
@@ -286,4 +291,49 @@ async fn ipv6_transport_with_the_session_address_as_next_hop() {
     assert_eq!(announce[0].next_hop, ip("::1"));
     a.shutdown().await.unwrap();
     b.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn graceful_restart_helper_keeps_routes_until_end_of_rib() {
+    let (a, b) = ("127.0.16.1", "127.0.16.2");
+    let (sb, mut eb) = speaker(b, 17961, 65002, vec![neighbor(a, 17960, 65001, true)]).await;
+    let (sa, _ea) = speaker(a, 17960, 65001, vec![neighbor(b, 17961, 65002, false)]).await;
+    sa.announce(Announcement::new("10.16.1.0/24".parse().unwrap()))
+        .unwrap();
+    sa.announce(Announcement::new("10.16.2.0/24".parse().unwrap()))
+        .unwrap();
+    let mut got = 0;
+    while got < 2 {
+        if let SpeakerEvent::Update { announce, .. } = wait_for(&mut eb, "routes", |e| {
+            matches!(e, SpeakerEvent::Update { .. })
+        })
+        .await
+        {
+            got += announce.len();
+        }
+    }
+    // A dies without a NOTIFICATION: B keeps A's routes (stale) while A restarts.
+    drop(sa);
+    wait_for(&mut eb, "down", |e| matches!(e, SpeakerEvent::Down { .. })).await;
+    assert_eq!(sb.adj_rib_in(ip(a)).await.unwrap().len(), 2);
+    assert_eq!(sb.loc_rib().await.unwrap().len(), 2);
+    // A comes back with only one of the routes: after its End-of-RIB the other goes.
+    let (sa, _ea) = speaker(a, 17960, 65001, vec![neighbor(b, 17961, 65002, false)]).await;
+    sa.announce(Announcement::new("10.16.1.0/24".parse().unwrap()))
+        .unwrap();
+    let e = wait_for(
+        &mut eb,
+        "stale purge",
+        |e| matches!(e, SpeakerEvent::Update { withdraw, .. } if !withdraw.is_empty()),
+    )
+    .await;
+    assert!(
+        matches!(&e, SpeakerEvent::Update { withdraw, .. } if withdraw == &vec!["10.16.2.0/24".parse::<IpNet>().unwrap()]),
+        "{e:?}"
+    );
+    let rib = sb.adj_rib_in(ip(a)).await.unwrap();
+    assert_eq!(rib.len(), 1);
+    assert_eq!(rib[0].0, "10.16.1.0/24".parse::<IpNet>().unwrap());
+    sa.shutdown().await.unwrap();
+    sb.shutdown().await.unwrap();
 }
