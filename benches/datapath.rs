@@ -6,8 +6,9 @@
 //! - `datapath_sync/relabel`: one relabel (ipcache entry plus the peer's policy entries)
 //!   applied to maps holding 100,000 entries.
 //! - `datapath_lab/udp64`: real UDP traffic (64-byte payloads) from one pod to another
-//!   through the veths and the node namespace, without programs and with the programs and
-//!   100,000 entries; criterion reports packets per second (throughput).
+//!   through the veths and the node namespace: without programs, with the programs and
+//!   100,000 entries, and without programs again (the drift between the two baselines is the
+//!   noise floor of the comparison); criterion reports packets per second (throughput).
 
 use std::{
     net::{IpAddr, Ipv4Addr, SocketAddrV4, UdpSocket},
@@ -224,6 +225,17 @@ fn lab(c: &mut Criterion) {
         dp.sync(&st).expect("sync");
         lab.attach(&mut dp).expect("attach");
         send("udp64/program-100k-entries", &mut group);
+        // Detach again and re-measure the baseline, so drift between runs shows.
+        let names: Vec<String> = lab.pods.iter().map(|p| p.host_if.clone()).collect();
+        lab.node
+            .run(|| {
+                for n in &names {
+                    dp.detach(n).expect("detach");
+                }
+            })
+            .expect("node namespace");
+        drop(dp);
+        send("udp64/no-program-again", &mut group);
         stop.store(true, Ordering::SeqCst);
         let _ = sink.join();
     });
