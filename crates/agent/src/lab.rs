@@ -437,7 +437,7 @@ pub fn demo_traffic(cluster_dir: &Path) -> anyhow::Result<bool> {
         &cluster,
         &DEMO_PROBES,
         Observe {
-            timeout: Duration::from_millis(600),
+            timeout: Duration::from_millis(800),
             sample: 0,
             hold: Duration::ZERO,
         },

@@ -53,7 +53,7 @@ fn lab_probe_prints_exactly_the_compiled_matrix() {
         String::from_utf8_lossy(&want.stderr)
     );
     let got = Command::new(strata)
-        .args(["lab", "probe"])
+        .args(["lab", "probe", "--timeout-ms", "1500"])
         .args(cluster_args())
         .output()
         .expect("strata lab probe");

@@ -82,7 +82,7 @@ fn programs_enforce_policy_on_real_traffic_and_the_lab_cleans_up() {
     ];
     let started = std::time::Instant::now();
     let seen = lab
-        .probe(&probes, Duration::from_millis(600))
+        .probe(&probes, Duration::from_millis(1200))
         .expect("probe");
     println!(
         "lab: {} probes in {:?}",
