@@ -2,7 +2,9 @@
 //!
 //! - `datapath_test_run/entries/N`: kernel nanoseconds per packet of `to_pod` under
 //!   BPF_PROG_TEST_RUN with N policy entries and N ipcache prefixes (N = 10 … 100,000): the
-//!   number of map lookups per packet does not depend on N.
+//!   number of map lookups per packet does not depend on N. `lpm-entries/N`: the same with
+//!   every entry in the LPM tries (ipcache /24 prefixes, port-range policy entries), where the
+//!   trie walk, not the lookup count, grows with N.
 //! - `datapath_sync/relabel`: one relabel (ipcache entry plus the peer's policy entries)
 //!   applied to maps holding 100,000 entries.
 //! - `datapath_lab/udp64`: real UDP traffic (64-byte payloads) from one pod to another
@@ -70,6 +72,38 @@ fn state(n: u32, ifindex: u32, endpoint_id: u32) -> MapState {
     s
 }
 
+/// Like [`state`], but every entry goes to the LPM tries: ipcache /24 prefixes (one per
+/// peer) and port-range policy entries (prefix length 8 over the port).
+fn state_lpm(n: u32) -> MapState {
+    let mut s = MapState::default();
+    s.endpoints.insert(
+        1,
+        Endpoint {
+            endpoint_id: 1,
+            identity: 100,
+            flags: EP_ENFORCE_INGRESS,
+            reserved: 0,
+        },
+    );
+    for i in 0..n {
+        s.ipcache.insert(
+            IpcacheKey::prefix(IpAddr::V4(Ipv4Addr::from(0x0a00_0000 | (i << 8))), 24),
+            IpcacheValue {
+                identity: 1000 + i,
+                flags: 0,
+            },
+        );
+        s.policy.insert(
+            PolicyKey::entry(1, 1000 + i, DIR_INGRESS, 6, 0x1f00, 8),
+            PolicyValue {
+                verdict: VERDICT_ALLOW,
+                rule: 0,
+            },
+        );
+    }
+    s
+}
+
 fn test_run(c: &mut Criterion) {
     if !is_root() {
         eprintln!("datapath_test_run: skipped: BPF_PROG_TEST_RUN needs root");
@@ -90,20 +124,46 @@ fn test_run(c: &mut Criterion) {
         let first = dp.test_run(Hook::ToPod, &pkt, 1).expect("run");
         assert_eq!(first.code, 0, "the bench packet is allowed by policy");
         group.bench_with_input(BenchmarkId::new("entries", n), &n, |b, _| {
-            b.iter_custom(|iters| {
-                let mut total = Duration::ZERO;
-                let mut left = iters;
-                while left > 0 {
-                    let repeat = left.min(1_000_000) as u32;
-                    let r = dp.test_run(Hook::ToPod, &pkt, repeat).expect("run");
-                    total += Duration::from_nanos(r.duration_ns * u64::from(repeat));
-                    left -= u64::from(repeat);
-                }
-                total
-            })
+            b.iter_custom(|iters| kernel_time(&dp, &pkt, iters))
+        });
+    }
+    // The same sizes with every entry in the LPM tries (prefixes and port ranges): the lookup
+    // count is the same, the trie walk is what grows.
+    for n in [10u32, 1_000, 10_000, 100_000] {
+        let mut dp = Datapath::load(&LoadOptions::default()).expect("load");
+        dp.sync(&state_lpm(n)).expect("sync");
+        let peer = n / 2;
+        let pkt = Builder::v4(
+            IpAddr::V4(Ipv4Addr::from(0x0a00_0000 | (peer << 8) | 7)),
+            "10.255.0.1".parse().unwrap(),
+        )
+        .l4(L4::Tcp {
+            sport: 40000,
+            dport: 0x1f90,
+            flags: 0x02,
+        })
+        .build();
+        let first = dp.test_run(Hook::ToPod, &pkt, 1).expect("run");
+        assert_eq!(first.code, 0, "the bench packet is allowed by policy");
+        group.bench_with_input(BenchmarkId::new("lpm-entries", n), &n, |b, _| {
+            b.iter_custom(|iters| kernel_time(&dp, &pkt, iters))
         });
     }
     group.finish();
+}
+
+/// Kernel-measured time of `iters` runs (BPF_PROG_TEST_RUN's own average, without the
+/// system call around it).
+fn kernel_time(dp: &Datapath, pkt: &[u8], iters: u64) -> Duration {
+    let mut total = Duration::ZERO;
+    let mut left = iters;
+    while left > 0 {
+        let repeat = left.min(1_000_000) as u32;
+        let r = dp.test_run(Hook::ToPod, pkt, repeat).expect("run");
+        total += Duration::from_nanos(r.duration_ns * u64::from(repeat));
+        left -= u64::from(repeat);
+    }
+    total
 }
 
 fn sync(c: &mut Criterion) {
