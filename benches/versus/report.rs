@@ -147,6 +147,19 @@ fn spread(s: &Stat) -> String {
     )
 }
 
+/// Three significant digits (at least one decimal below 100).
+fn short(v: f64) -> String {
+    if v >= 100.0 {
+        format!("{v:.0}")
+    } else if v >= 10.0 {
+        format!("{v:.1}")
+    } else if v >= 1.0 {
+        format!("{v:.2}")
+    } else {
+        format!("{v:.3}")
+    }
+}
+
 fn ms(s: &Stat) -> String {
     if s.median >= 100.0 {
         format!("{:.0} [{:.0}–{:.0}]", s.median, s.min, s.max)
@@ -272,13 +285,13 @@ impl Results {
             update("nftables", "incremental"),
         ) {
             out.push(format!(
-                "One pod relabelled at N = {}: Strata {:.1} ms from the change to the maps ({:.1} ms of it in `Datapath::sync`, the rest in the policy compiler), flat iptables {:.1} ms, Calico-style {:.1} ms, nftables {:.1} ms (incremental updates, render included).",
+                "One pod relabelled at N = {}: Strata {} ms from the change to the maps ({} ms of it in `Datapath::sync`, the rest in the policy compiler), flat iptables {} ms, Calico-style {} ms, nftables {} ms (incremental updates, render included).",
                 thousands(big as f64),
-                st.ms.median,
-                st.kernel_ms.median,
-                fl.ms.median,
-                ca.ms.median,
-                nf.ms.median
+                short(st.ms.median),
+                short(st.kernel_ms.median),
+                short(fl.ms.median),
+                short(ca.ms.median),
+                short(nf.ms.median)
             ));
         }
         out
@@ -412,9 +425,9 @@ impl Results {
                     Some(u) => {
                         let _ = write!(
                             s,
-                            " {}; kernel {:.3}; {} ops |",
+                            " {}; kernel {}; {} ops |",
                             ms(&u.ms),
-                            u.kernel_ms.median,
+                            short(u.kernel_ms.median),
                             thousands(u.ops as f64)
                         );
                     }
@@ -717,14 +730,21 @@ a warm-up; the figure is the server `eth0` receive counter over the window. A on
 never becomes `ESTABLISHED`, so every packet walks the rules.
 - **TCP**: one connection, 1-byte request and response, round trips counted over {window} ms; \
 and new connections (connect, request, response, close with a reset) counted over {window} ms.
-- **Updates**: from the change to the kernel enforcing it, wall time: peer 0 relabelled into \
-another group, and one policy added. iptables *full*: re-render, ipset refill and \
+- **Updates**: from the change to the kernel enforcing it, wall time: peer 0 relabelled out of \
+its group (no policy selects it any more), and one policy added (group 0 on TCP 6000); each is \
+undone (unmeasured) before the next sample. iptables *full*: re-render, ipset refill and \
 `iptables-restore` of the whole table; *incremental*: ipset member changes and one \
 `iptables-restore --noflush` deleting and inserting rules by position (small chains rewritten). \
 nftables: one `nft -f` transaction of element and chain changes (*incremental*) or the table \
-replaced (*full*). Strata: `PolicyEngine::apply` (incremental compile), the map state rebuilt \
-for the node's endpoints, and `Datapath::sync` (kernel map diff).
+replaced (*full*). Strata: `PolicyEngine::apply` (incremental compile), its diff applied to the \
+node's map state, and `Datapath::sync` (kernel map diff). The kernel-facing part of \
+iptables and nftables updates includes starting `ipset`, `iptables-restore` and `nft` (through \
+`ip netns exec`), as controllers that drive them do; Strata's is in-process system calls.
 - **BPF_PROG_TEST_RUN**: the `to_pod` program on the server endpoint with the compiled maps, \
-10⁵–10⁶ repetitions per sample, the kernel's own ns-per-run average.
+10⁵ (`--quick`) or 10⁶ (`--report`) repetitions per sample, the kernel's own ns-per-run average; \
+the allowed flow hits conntrack after its first run, the denied flow takes the ipcache and both \
+policy lookups every run.
+- **Machine**: shared with other work; the load before and after the run is shown above. \
+Compare variants within one run: they are sampled round-robin, so load changes spread over all.
 - Each figure is the median of {repeats} runs; the spread is min–max.
 ";
