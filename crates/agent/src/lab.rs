@@ -483,3 +483,53 @@ pub fn demo_traffic(cluster_dir: &Path) -> anyhow::Result<bool> {
     }
     Ok(mismatches.is_empty())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cells(allowed: &[bool]) -> Vec<Cell> {
+        let names = ["a/x", "b/y"];
+        let mut out = Vec::new();
+        let mut it = allowed.iter();
+        for from in names {
+            for to in names {
+                out.push(Cell {
+                    from: from.to_owned(),
+                    to: to.to_owned(),
+                    port: 80,
+                    protocol: Protocol::Tcp,
+                    allowed: *it.next().expect("four cells"),
+                });
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn side_by_side_marks_exactly_the_mismatches() {
+        let want = cells(&[true, false, true, true]);
+        let got = cells(&[true, true, true, true]);
+        let out = side_by_side(&want, &got, &[(80, Protocol::Tcp)]);
+        let row = out
+            .lines()
+            .find(|l| l.starts_with("a/x (1)"))
+            .expect("row of a/x");
+        assert!(row.contains(". X") && row.contains(". !"), "{out}");
+        assert_eq!(
+            out.matches('!').count(),
+            2,
+            "one cell plus the legend: {out}"
+        );
+        let same = side_by_side(&want, &want, &[(80, Protocol::Tcp)]);
+        assert_eq!(same.matches('!').count(), 1, "only the legend: {same}");
+    }
+
+    #[test]
+    fn probes_parse_as_the_matrix_command_does() {
+        assert_eq!(parse_probe("80/tcp"), Ok((80, Protocol::Tcp)));
+        assert_eq!(parse_probe("9000/SCTP"), Ok((9000, Protocol::Sctp)));
+        assert!(parse_probe("0/TCP").is_err());
+        assert!(parse_probe("80").is_err());
+    }
+}
