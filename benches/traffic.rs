@@ -137,7 +137,7 @@ fn machine() -> Machine {
     }
 }
 
-/// Removes the namespaces on Ctrl-C (drops do it on every other exit).
+/// Removes the namespaces on SIGINT, SIGTERM and SIGHUP (drops do it on every other exit).
 fn cleanup_on_interrupt() {
     std::thread::spawn(|| {
         let Ok(rt) = tokio::runtime::Builder::new_current_thread()
@@ -146,10 +146,25 @@ fn cleanup_on_interrupt() {
         else {
             return;
         };
-        if rt.block_on(tokio::signal::ctrl_c()).is_ok() {
+        let signal = rt.block_on(async {
+            use tokio::signal::unix::{SignalKind, signal};
+            let (Ok(mut int), Ok(mut term), Ok(mut hup)) = (
+                signal(SignalKind::interrupt()),
+                signal(SignalKind::terminate()),
+                signal(SignalKind::hangup()),
+            ) else {
+                return None;
+            };
+            tokio::select! {
+                _ = int.recv() => Some(130),
+                _ = term.recv() => Some(143),
+                _ = hup.recv() => Some(129),
+            }
+        });
+        if let Some(code) = signal {
             eprintln!("versus: interrupted, removing the namespaces");
             strata_datapath::netns::cleanup_registered();
-            std::process::exit(130);
+            std::process::exit(code);
         }
     });
 }
