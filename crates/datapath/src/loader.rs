@@ -413,28 +413,50 @@ impl Datapath {
         fn grows<K: Ord, V>(
             m: &std::collections::BTreeMap<K, V>,
             c: &crate::state::Changes<K, V>,
+            class: impl Fn(&K) -> bool,
         ) -> usize {
-            let added = c.upsert.iter().filter(|(k, _)| !m.contains_key(k)).count();
-            let removed = c.remove.iter().filter(|k| m.contains_key(k)).count();
-            (m.len() + added).saturating_sub(removed)
+            let now = m.keys().filter(|k| class(k)).count();
+            let added = c
+                .upsert
+                .iter()
+                .filter(|(k, _)| class(k) && !m.contains_key(k))
+                .count();
+            let removed = c
+                .remove
+                .iter()
+                .filter(|k| class(k) && m.contains_key(k))
+                .count();
+            (now + added).saturating_sub(removed)
         }
-        for (map, wanted, capacity) in [
+        let (ipc, pol) = (&self.shadow.ipcache, &self.shadow.policy);
+        let sizes = [
             (
                 "endpoints",
-                grows(&self.shadow.endpoints, &diff.endpoints),
+                grows(&self.shadow.endpoints, &diff.endpoints, |_| true),
                 ENDPOINTS_MAX,
             ),
             (
-                "ipcache",
-                grows(&self.shadow.ipcache, &diff.ipcache),
+                "ipcache_hosts",
+                grows(ipc, &diff.ipcache, is_host),
                 IPCACHE_MAX,
             ),
             (
-                "policy",
-                grows(&self.shadow.policy, &diff.policy),
+                "ipcache",
+                grows(ipc, &diff.ipcache, |k| !is_host(k)),
+                IPCACHE_MAX,
+            ),
+            (
+                "policy_exact",
+                grows(pol, &diff.policy, is_exact),
                 POLICY_MAX,
             ),
-        ] {
+            (
+                "policy",
+                grows(pol, &diff.policy, |k| !is_exact(k)),
+                POLICY_MAX,
+            ),
+        ];
+        for (map, wanted, capacity) in sizes {
             if wanted > capacity as usize {
                 return Err(Error::MapFull {
                     map,
@@ -452,7 +474,20 @@ impl Datapath {
         if let Err(e) = self.apply(diff) {
             let undo = MapDiff::between(&target, &self.shadow.clone_for(diff));
             let _ = self.apply_lenient(&undo);
-            return Err(e);
+            return Err(match e {
+                Error::MapFull { map, .. } => {
+                    let (_, wanted, capacity) = sizes
+                        .into_iter()
+                        .find(|(m, _, _)| *m == map)
+                        .unwrap_or((map, 0, 0));
+                    Error::MapFull {
+                        map,
+                        wanted,
+                        capacity,
+                    }
+                }
+                other => other,
+            });
         }
         diff.apply(&mut self.shadow);
         Ok(SyncStats {

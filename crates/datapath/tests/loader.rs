@@ -220,3 +220,35 @@ fn removing_absent_keys_in_a_batch_removes_the_others() {
     }
     assert_eq!(dp.read_state().expect("read"), want);
 }
+
+#[test]
+fn an_incremental_diff_that_does_not_fit_is_refused_untouched() {
+    if !common::privileged("an_incremental_diff_that_does_not_fit_is_refused_untouched") {
+        return;
+    }
+    let mut dp = Datapath::load(&LoadOptions::default()).expect("load");
+    let s = base();
+    dp.sync(&s).expect("sync");
+    let mut diff = MapDiff::default();
+    for i in 0..POLICY_MAX {
+        diff.policy.upsert.push((
+            PolicyKey::entry(3, i, DIR_INGRESS, 17, 53, 16),
+            PolicyValue {
+                verdict: VERDICT_ALLOW,
+                rule: 0,
+            },
+        ));
+    }
+    match dp.apply_diff(&diff) {
+        Err(Error::MapFull {
+            map: "policy_exact",
+            wanted,
+            capacity,
+        }) => {
+            assert_eq!(wanted, s.policy.len() + POLICY_MAX as usize);
+            assert_eq!(capacity, POLICY_MAX);
+        }
+        other => panic!("expected a full policy_exact map, got {other:?}"),
+    }
+    assert_eq!(dp.read_state().expect("read"), s);
+}
