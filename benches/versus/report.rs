@@ -534,7 +534,7 @@ impl Results {
     }
 
     /// Draws `pps.svg` (UDP pps against N, log-log, one line per variant with min–max bars)
-    /// and `update.svg` (update latency against N) into `dir`.
+    /// and `update.svg` (relabel latency against N, per variant and sync mode) into `dir`.
     pub fn plot(&self, dir: &Path) -> Result<(), Error> {
         std::fs::create_dir_all(dir).map_err(|e| Error::Io {
             operation: format!("mkdir {}", dir.display()),
@@ -562,6 +562,7 @@ impl Results {
         let mut kinds: Vec<(String, String, String)> = self
             .updates
             .iter()
+            .filter(|u| u.change == "relabel")
             .map(|u| (u.variant.clone(), u.mode.clone(), u.change.clone()))
             .collect();
         kinds.sort();
@@ -574,12 +575,12 @@ impl Results {
                 .map(|u| (u.n as f64, u.ms))
                 .collect();
             if !pts.is_empty() {
-                series.push((format!("{}, {m}, {c}", label(&v)), pts));
+                series.push((format!("{}, {m}", label(&v)), pts));
             }
         }
         line_plot(
             &dir.join("update.svg"),
-            "Update latency vs compiled entries N",
+            "One pod relabelled: change to enforcement, vs compiled entries N",
             "milliseconds",
             &series,
         )
