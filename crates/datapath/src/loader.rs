@@ -747,6 +747,22 @@ impl Datapath {
     /// Runs one frame through a program with `BPF_PROG_TEST_RUN` (on the loopback device of
     /// the current network namespace, ifindex 1).
     pub fn test_run(&self, hook: Hook, frame: &[u8], repeat: u32) -> Result<RunResult, Error> {
+        self.test_run_on(hook, frame, 1, repeat)
+    }
+
+    /// Runs one frame through a program with `BPF_PROG_TEST_RUN` as if it arrived on
+    /// interface `ifindex` of the calling thread's network namespace (which must exist).
+    pub fn test_run_on(
+        &self,
+        hook: Hook,
+        frame: &[u8],
+        ifindex: u32,
+        repeat: u32,
+    ) -> Result<RunResult, Error> {
+        // The leading fields of `struct __sk_buff` up to `ifindex` (offset 40): all zero but
+        // `ifindex`, which the kernel accepts as input.
+        let mut ctx = [0u8; 44];
+        ctx[40..44].copy_from_slice(&ifindex.to_ne_bytes());
         let prog: &SchedClassifier = self
             .ebpf
             .program(hook.program())
@@ -764,6 +780,7 @@ impl Datapath {
             .test_run(TestRunOptions {
                 data_in: Some(frame),
                 data_out: Some(&mut out),
+                ctx_in: (ifindex > 1).then_some(&ctx[..]),
                 repeat: repeat.max(1),
                 ..TestRunOptions::default()
             })
