@@ -557,6 +557,7 @@ impl Results {
             "UDP packets/s received (64-byte frames) vs compiled entries N",
             "packets per second",
             &series,
+            SeriesLabelPosition::LowerLeft,
         )?;
         let mut series = Vec::new();
         let mut kinds: Vec<(String, String, String)> = self
@@ -583,6 +584,7 @@ impl Results {
             "One pod relabelled: change to enforcement, vs compiled entries N",
             "milliseconds",
             &series,
+            SeriesLabelPosition::UpperLeft,
         )
     }
 }
@@ -630,6 +632,7 @@ fn line_plot(
     title: &str,
     y_label: &str,
     series: &[(String, Vec<(f64, Stat)>)],
+    legend: SeriesLabelPosition,
 ) -> Result<(), Error> {
     let err = |e: String| Error::Rig(format!("plot {}: {e}", path.display()));
     let all: Vec<&(f64, Stat)> = series.iter().flat_map(|s| s.1.iter()).collect();
@@ -697,7 +700,7 @@ fn line_plot(
     }
     chart
         .configure_series_labels()
-        .position(SeriesLabelPosition::LowerLeft)
+        .position(legend)
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK)
         .draw()
