@@ -515,6 +515,87 @@ impl Enforcer {
         Ok(f)
     }
 
+    /// What the kernel holds for this variant, normalized for comparison: `iptables-save`
+    /// rules grouped by chain (in order within each chain) and `ipset save` members sorted,
+    /// or `nft list table` with map elements sorted. Empty for the other variants.
+    pub fn kernel_state(&self) -> Result<String, Error> {
+        match &self.applied {
+            Applied::Iptables(_) => {
+                let save = match self.backend {
+                    IptBackend::Legacy => "iptables-legacy-save",
+                    IptBackend::Nft => "iptables-nft-save",
+                };
+                let rules = run_in_netns(&self.node, save, &["-t", "filter"], "")?;
+                let mut chains: BTreeMap<String, Vec<String>> = BTreeMap::new();
+                for l in rules.lines() {
+                    if let Some(rest) = l.strip_prefix("-A ") {
+                        let (chain, rule) = rest.split_once(' ').unwrap_or((rest, ""));
+                        chains.entry(chain.into()).or_default().push(rule.into());
+                    } else if let Some(decl) = l.strip_prefix(':') {
+                        let name = decl.split_whitespace().next().unwrap_or_default();
+                        chains.entry(name.into()).or_default();
+                    }
+                }
+                let sets = run_in_netns(&self.node, "ipset", &["save"], "")?;
+                let mut members: Vec<String> = sets
+                    .lines()
+                    .map(|l| {
+                        if l.starts_with("create ") {
+                            l.split_whitespace().take(3).collect::<Vec<_>>().join(" ")
+                        } else {
+                            l.to_string()
+                        }
+                    })
+                    .collect();
+                members.sort();
+                let mut out = String::new();
+                for (chain, rules) in chains {
+                    out.push_str(&format!("chain {chain}\n"));
+                    for r in rules {
+                        out.push_str(&format!("  {r}\n"));
+                    }
+                }
+                out.push_str(&members.join("\n"));
+                Ok(out)
+            }
+            Applied::Nft(_) => {
+                let text =
+                    run_in_netns(&self.node, "nft", &["list", "table", "ip", NFT_TABLE], "")?;
+                let mut out = String::new();
+                let mut elements: Option<Vec<String>> = None;
+                for l in text.lines() {
+                    let mut line = l.trim().to_string();
+                    if let Some(rest) = line.strip_prefix("elements = {") {
+                        elements = Some(Vec::new());
+                        line = rest.trim().to_string();
+                    }
+                    match elements.as_mut() {
+                        Some(els) => {
+                            let done = line.ends_with('}');
+                            els.extend(
+                                line.trim_end_matches('}')
+                                    .split(',')
+                                    .map(|e| e.trim().to_string())
+                                    .filter(|e| !e.is_empty()),
+                            );
+                            if done {
+                                let mut els = elements.take().unwrap_or_default();
+                                els.sort();
+                                out.push_str(&format!("elements {}\n", els.join(", ")));
+                            }
+                        }
+                        None => {
+                            out.push_str(&line);
+                            out.push('\n');
+                        }
+                    }
+                }
+                Ok(out)
+            }
+            _ => Ok(String::new()),
+        }
+    }
+
     /// The Strata datapath, when that is the variant.
     pub fn datapath(&self) -> Option<&Datapath> {
         match &self.applied {
