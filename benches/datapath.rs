@@ -4,7 +4,9 @@
 //!   BPF_PROG_TEST_RUN with N policy entries and N ipcache prefixes (N = 10 … 100,000): the
 //!   number of map lookups per packet does not depend on N. `lpm-entries/N`: the same with
 //!   every entry in the LPM tries (ipcache /24 prefixes, port-range policy entries), where the
-//!   trie walk, not the lookup count, grows with N.
+//!   trie walk, not the lookup count, grows with N. These take the full policy path on every
+//!   packet (verdict reuse off); `established/100000` is a packet of a tracked connection,
+//!   which reuses its verdict while the maps are unchanged.
 //! - `datapath_sync/relabel`: one relabel (ipcache entry plus the peer's policy entries)
 //!   applied to maps holding 100,000 entries.
 //! - `datapath_lab/udp64`: real UDP traffic (64-byte payloads) from one pod to another
@@ -113,6 +115,8 @@ fn test_run(c: &mut Criterion) {
     for n in [10u32, 1_000, 10_000, 100_000] {
         let mut dp = Datapath::load(&LoadOptions::default()).expect("load");
         dp.sync(&state(n, 1, 1)).expect("sync");
+        // Every repeat takes the full policy path, not the established connection's verdict.
+        dp.set_reuse_verdicts(false).expect("config");
         let peer = n / 2;
         let pkt = Builder::v4(addr(peer), "10.255.0.1".parse().unwrap())
             .l4(L4::Tcp {
@@ -132,6 +136,7 @@ fn test_run(c: &mut Criterion) {
     for n in [10u32, 1_000, 10_000, 100_000] {
         let mut dp = Datapath::load(&LoadOptions::default()).expect("load");
         dp.sync(&state_lpm(n)).expect("sync");
+        dp.set_reuse_verdicts(false).expect("config");
         let peer = n / 2;
         let pkt = Builder::v4(
             IpAddr::V4(Ipv4Addr::from(0x0a00_0000 | (peer << 8) | 7)),
@@ -148,6 +153,13 @@ fn test_run(c: &mut Criterion) {
         group.bench_with_input(BenchmarkId::new("lpm-entries", n), &n, |b, _| {
             b.iter_custom(|iters| kernel_time(&dp, &pkt, iters))
         });
+        if n == 100_000 {
+            // A packet of an established connection: the verdict of its conntrack entry.
+            dp.set_reuse_verdicts(true).expect("config");
+            group.bench_with_input(BenchmarkId::new("established", n), &n, |b, _| {
+                b.iter_custom(|iters| kernel_time(&dp, &pkt, iters))
+            });
+        }
     }
     group.finish();
 }

@@ -509,41 +509,54 @@ static __always_inline int decide(struct __sk_buff *skb, __u32 dir)
 		}
 	}
 
-	/* Two lookups whatever the number of rules; deny wins, then allow, then the default of
-	 * the direction (deny when enforced). */
+	__builtin_memcpy(ct.saddr, p.saddr, 16);
+	__builtin_memcpy(ct.daddr, p.daddr, 16);
+	ct.sport_be = p.sport_be;
+	ct.dport_be = p.dport_be;
+	ct.direction = dir;
 	{
-		__u32 v1 = policy_verdict(ep->endpoint_id, peer, dir, &p);
-		__u32 v2 = policy_verdict(ep->endpoint_id, 0, dir, &p);
-		__u32 enforce = dir == STRATA_DIR_EGRESS ? STRATA_EP_ENFORCE_EGRESS :
-							   STRATA_EP_ENFORCE_INGRESS;
-
-		if (v1 == STRATA_VERDICT_DENY || v2 == STRATA_VERDICT_DENY) {
-			reason = STRATA_REASON_DROP_POLICY_DENY;
-			goto drop;
-		}
-		if (v1 == STRATA_VERDICT_ALLOW || v2 == STRATA_VERDICT_ALLOW) {
-			reason = STRATA_REASON_ALLOW_POLICY;
-		} else if (ep->flags & enforce) {
-			reason = STRATA_REASON_DROP_POLICY_DEFAULT;
-			goto drop;
-		} else {
-			reason = STRATA_REASON_ALLOW_UNENFORCED;
-		}
-	}
-
-	/* Track the forward direction: refresh a live entry in place, else create one. */
-	{
-		struct strata_ct_value *old;
+		__u32 zero = 0;
+		struct strata_config *cfg = bpf_map_lookup_elem(&config, &zero);
+		__u32 generation = cfg ? cfg->generation : 0;
+		struct strata_ct_value *old = bpf_map_lookup_elem(&conntrack, &ct);
+		int live = old && old->expires_ns > now;
 		int closing = p.protocol == IPPROTO_TCP &&
 			      (p.tcp_flags & (TCP_FLAG_FIN | TCP_FLAG_RST));
+		__u32 unenforced;
 
-		__builtin_memcpy(ct.saddr, p.saddr, 16);
-		__builtin_memcpy(ct.daddr, p.daddr, 16);
-		ct.sport_be = p.sport_be;
-		ct.dport_be = p.dport_be;
-		ct.direction = dir;
-		old = bpf_map_lookup_elem(&conntrack, &ct);
-		if (old && old->expires_ns > now) {
+		if (live && generation != 0 && old->generation == generation) {
+			/* Allowed under the current maps already: reuse the verdict. */
+			unenforced = old->flags & STRATA_CT_UNENFORCED;
+			reason = unenforced ? STRATA_REASON_ALLOW_UNENFORCED :
+					      STRATA_REASON_ALLOW_POLICY;
+		} else {
+			/* Two lookups whatever the number of rules; deny wins, then allow, then
+			 * the default of the direction (deny when enforced). */
+			__u32 v1 = policy_verdict(ep->endpoint_id, peer, dir, &p);
+			__u32 v2 = policy_verdict(ep->endpoint_id, 0, dir, &p);
+			__u32 enforce = dir == STRATA_DIR_EGRESS ? STRATA_EP_ENFORCE_EGRESS :
+								   STRATA_EP_ENFORCE_INGRESS;
+
+			if (v1 == STRATA_VERDICT_DENY || v2 == STRATA_VERDICT_DENY) {
+				reason = STRATA_REASON_DROP_POLICY_DENY;
+				goto drop;
+			}
+			if (v1 == STRATA_VERDICT_ALLOW || v2 == STRATA_VERDICT_ALLOW) {
+				reason = STRATA_REASON_ALLOW_POLICY;
+			} else if (ep->flags & enforce) {
+				reason = STRATA_REASON_DROP_POLICY_DEFAULT;
+				goto drop;
+			} else {
+				reason = STRATA_REASON_ALLOW_UNENFORCED;
+			}
+			unenforced = reason == STRATA_REASON_ALLOW_UNENFORCED ?
+					     STRATA_CT_UNENFORCED : 0;
+		}
+
+		/* Track the forward direction: refresh a live entry in place, else create. */
+		if (live) {
+			old->generation = generation;
+			old->flags = (old->flags & ~STRATA_CT_UNENFORCED) | unenforced;
 			if (old->flags & STRATA_CT_CLOSING) {
 				/* closing: the deadline stands */
 			} else if (closing) {
@@ -557,8 +570,10 @@ static __always_inline int decide(struct __sk_buff *skb, __u32 dir)
 		} else {
 			struct strata_ct_value nv = {};
 
+			nv.generation = generation;
+			nv.flags = unenforced;
 			if (closing) {
-				nv.flags = STRATA_CT_CLOSING;
+				nv.flags |= STRATA_CT_CLOSING;
 				nv.expires_ns = now + STRATA_CT_LIFETIME_CLOSING;
 			} else {
 				nv.expires_ns = now + (p.protocol == IPPROTO_TCP ?

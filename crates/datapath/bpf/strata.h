@@ -27,6 +27,8 @@
 
 /* Conntrack entry flags. */
 #define STRATA_CT_CLOSING 1
+/* The connection was allowed because the direction was not enforced (not by an entry). */
+#define STRATA_CT_UNENFORCED 2
 
 /* Reasons, used as counter indices (reason + 32 * direction) and in events. */
 #define STRATA_REASON_ALLOW_POLICY 0
@@ -129,10 +131,15 @@ struct strata_ct_key {
 	__u32 ifindex;
 };
 
+/*
+ * A forward entry whose generation equals the config's was allowed under the current maps:
+ * later packets of the connection reuse that verdict instead of looking policy up again. The
+ * loader bumps the generation after every change to the endpoints, ipcache or policy maps.
+ */
 struct strata_ct_value {
 	__u64 expires_ns;
 	__u32 flags;
-	__u32 reserved;
+	__u32 generation;
 };
 
 /* counters: per-CPU array, index reason + 32 * direction. */
@@ -145,7 +152,8 @@ struct strata_counter {
 struct strata_config {
 	/* Emit one allow event in this many allowed packets (0: none, 1: all). */
 	__u32 allow_sample;
-	__u32 reserved;
+	/* Generation of the endpoints, ipcache and policy maps (0: never cache verdicts). */
+	__u32 generation;
 };
 
 /* events: ring buffer records. Addresses as in conntrack; ports in host order. */

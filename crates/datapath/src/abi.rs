@@ -26,6 +26,8 @@ pub const IDENTITY_WORLD: u32 = 2;
 
 /// Conntrack flag: a FIN or RST was seen, the entry lives [`CT_LIFETIME_CLOSING_NS`] more.
 pub const CT_CLOSING: u32 = 1;
+/// Conntrack flag: the connection was allowed because its direction is not enforced.
+pub const CT_UNENFORCED: u32 = 2;
 /// Lifetime of a TCP conntrack entry, refreshed by each forward packet.
 pub const CT_LIFETIME_TCP_NS: u64 = 21_600 * 1_000_000_000;
 /// Lifetime of a closing TCP conntrack entry.
@@ -269,10 +271,11 @@ abi_struct! {
     CtValue = "strata_ct_value" {
         /// `bpf_ktime_get_ns` after which the entry is dead.
         expires_ns: u64,
-        /// [`CT_CLOSING`].
+        /// [`CT_CLOSING`] | [`CT_UNENFORCED`].
         flags: u32,
-        /// Zero.
-        reserved: u32,
+        /// The maps' generation when the entry was last allowed: equal to the config's, its
+        /// verdict is reused without policy lookups.
+        generation: u32,
     }
 }
 
@@ -291,8 +294,8 @@ abi_struct! {
     Config = "strata_config" {
         /// One allow event per this many allowed packets (0: none, 1: all). Drops always.
         allow_sample: u32,
-        /// Zero.
-        reserved: u32,
+        /// Generation of the endpoints, ipcache and policy maps (0: never reuse verdicts).
+        generation: u32,
     }
 }
 

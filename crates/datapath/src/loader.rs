@@ -130,6 +130,9 @@ pub struct Datapath {
     shadow: MapState,
     events: Option<RingBuf<MapData>>,
     links: BTreeMap<(String, &'static str), PinnedLink>,
+    config: Config,
+    generation: u32,
+    reuse_verdicts: bool,
 }
 
 impl std::fmt::Debug for Datapath {
@@ -257,12 +260,22 @@ impl Datapath {
             shadow: MapState::default(),
             events: Some(events),
             links: BTreeMap::new(),
+            config: Config::default(),
+            generation: 0,
+            reuse_verdicts: true,
         };
         dp.shadow = dp.read_state()?;
-        dp.set_config(Config {
+        // A pinned config carries the generation of a previous loader: continue after it.
+        let previous: Array<_, Config> = dp.typed_map("config")?;
+        let previous = previous
+            .get(&0, 0)
+            .map_err(|e| map_err("config", "read", e))?;
+        dp.config = Config {
             allow_sample: options.allow_sample,
-            reserved: 0,
-        })?;
+            generation: 0,
+        };
+        dp.generation = previous.generation;
+        dp.bump_generation()?;
         Ok(dp)
     }
 
@@ -340,11 +353,46 @@ impl Datapath {
         T::try_from(m).map_err(|_| Error::MissingMap { map: name })
     }
 
-    /// Sets the config map.
-    pub fn set_config(&mut self, config: Config) -> Result<(), Error> {
+    /// Emits one allow event per `every` allowed packets (0: none); drops always emit.
+    pub fn set_allow_sample(&mut self, every: u32) -> Result<(), Error> {
+        self.config.allow_sample = every;
+        self.write_config()
+    }
+
+    /// The generation of the endpoints, ipcache and policy maps. Conntrack entries stamped
+    /// with it reuse their verdict; every change to those maps moves to a new generation.
+    pub fn generation(&self) -> u32 {
+        self.config.generation
+    }
+
+    /// Whether packets of a tracked connection reuse its verdict while the maps are unchanged
+    /// (on by default). Off, every forward packet is looked up (generation 0), as the benches
+    /// use to measure the full policy path.
+    pub fn set_reuse_verdicts(&mut self, on: bool) -> Result<(), Error> {
+        self.reuse_verdicts = on;
+        self.config.generation = if on { self.generation } else { 0 };
+        self.write_config()
+    }
+
+    fn write_config(&mut self) -> Result<(), Error> {
+        let config = self.config;
         let mut cfg: Array<_, Config> = self.typed_map_mut("config")?;
         cfg.set(0, config, 0)
             .map_err(|e| map_err("config", "update", e))
+    }
+
+    /// Moves to a new generation (never 0, which means "never reuse a verdict").
+    fn bump_generation(&mut self) -> Result<(), Error> {
+        self.generation = match self.generation.wrapping_add(1) {
+            0 => 1,
+            g => g,
+        };
+        self.config.generation = if self.reuse_verdicts {
+            self.generation
+        } else {
+            0
+        };
+        self.write_config()
     }
 
     /// Makes the kernel maps equal `desired`, touching only entries that differ. Entries are
@@ -383,6 +431,7 @@ impl Datapath {
             // Undo: bring the kernel back to the shadow (best effort), report the first error.
             let undo = MapDiff::between(desired, &self.shadow);
             let _ = self.apply_lenient(&undo);
+            let _ = self.bump_generation();
             return Err(match e {
                 Error::MapFull { map, .. } => Error::MapFull {
                     map,
@@ -403,6 +452,9 @@ impl Datapath {
             });
         }
         self.shadow = desired.clone();
+        if !diff.is_empty() {
+            self.bump_generation()?;
+        }
         Ok(stats)
     }
 
@@ -474,6 +526,8 @@ impl Datapath {
         if let Err(e) = self.apply(diff) {
             let undo = MapDiff::between(&target, &self.shadow.clone_for(diff));
             let _ = self.apply_lenient(&undo);
+            // Verdicts cached while the maps were half-changed must not be reused.
+            let _ = self.bump_generation();
             return Err(match e {
                 Error::MapFull { map, .. } => {
                     let (_, wanted, capacity) = sizes
@@ -490,6 +544,9 @@ impl Datapath {
             });
         }
         diff.apply(&mut self.shadow);
+        if !diff.is_empty() {
+            self.bump_generation()?;
+        }
         Ok(SyncStats {
             upserts: diff.endpoints.upsert.len()
                 + diff.ipcache.upsert.len()

@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 
+use crate::abi::CT_UNENFORCED;
 use crate::abi::{
     COUNTERS, CT_CLOSING, CT_LIFETIME_CLOSING_NS, CT_LIFETIME_OTHER_NS, CT_LIFETIME_TCP_NS,
     Counter, CtKey, CtValue, DIR_EGRESS, EP_ENFORCE_EGRESS, EP_ENFORCE_INGRESS, Event,
@@ -327,6 +328,7 @@ pub struct Twin {
     policy: HashMap<(u32, [u8; 12]), u32>,
     conntrack: HashMap<CtKey, CtValue>,
     counters: Vec<Counter>,
+    generation: u32,
 }
 
 impl Twin {
@@ -338,6 +340,7 @@ impl Twin {
             policy: HashMap::new(),
             conntrack: HashMap::new(),
             counters: vec![Counter::default(); COUNTERS as usize],
+            generation: 0,
         };
         t.set_state(state);
         t
@@ -364,6 +367,13 @@ impl Twin {
                 ((k.prefixlen, d), v.verdict)
             })
             .collect();
+    }
+
+    /// Sets the maps' generation, as the loader does after each change (see
+    /// [`crate::loader::Datapath::generation`]). The program reuses the verdict of a conntrack
+    /// entry of the current generation; the twin always evaluates, which must give the same.
+    pub fn set_generation(&mut self, generation: u32) {
+        self.generation = generation;
     }
 
     /// The counters, index `reason + 32 * direction`.
@@ -535,32 +545,54 @@ impl Twin {
             reserved: 0,
             ifindex,
         };
-        let old = self
+        let unenforced = if reason == Reason::AllowUnenforced {
+            CT_UNENFORCED
+        } else {
+            0
+        };
+        let closing_now = p.protocol == PROTO_TCP && p.tcp_flags & (TCP_FIN | TCP_RST) != 0;
+        let lifetime = if p.protocol == PROTO_TCP {
+            CT_LIFETIME_TCP_NS
+        } else {
+            CT_LIFETIME_OTHER_NS
+        };
+        let value = match self
             .conntrack
             .get(&fwd)
             .copied()
-            .filter(|o| o.expires_ns > now && o.flags & CT_CLOSING != 0);
-        let closing_now = p.protocol == PROTO_TCP && p.tcp_flags & (TCP_FIN | TCP_RST) != 0;
-        let value = match old {
-            Some(o) => CtValue {
-                expires_ns: o.expires_ns,
-                flags: CT_CLOSING,
-                reserved: 0,
-            },
+            .filter(|o| o.expires_ns > now)
+        {
+            Some(o) => {
+                let flags = (o.flags & !CT_UNENFORCED) | unenforced;
+                if o.flags & CT_CLOSING != 0 {
+                    CtValue {
+                        flags,
+                        generation: self.generation,
+                        ..o
+                    }
+                } else if closing_now {
+                    CtValue {
+                        expires_ns: now + CT_LIFETIME_CLOSING_NS,
+                        flags: flags | CT_CLOSING,
+                        generation: self.generation,
+                    }
+                } else {
+                    CtValue {
+                        expires_ns: now + lifetime,
+                        flags,
+                        generation: self.generation,
+                    }
+                }
+            }
             None if closing_now => CtValue {
                 expires_ns: now + CT_LIFETIME_CLOSING_NS,
-                flags: CT_CLOSING,
-                reserved: 0,
+                flags: CT_CLOSING | unenforced,
+                generation: self.generation,
             },
             None => CtValue {
-                expires_ns: now
-                    + if p.protocol == PROTO_TCP {
-                        CT_LIFETIME_TCP_NS
-                    } else {
-                        CT_LIFETIME_OTHER_NS
-                    },
-                flags: 0,
-                reserved: 0,
+                expires_ns: now + lifetime,
+                flags: unenforced,
+                generation: self.generation,
             },
         };
         self.conntrack.insert(fwd, value);

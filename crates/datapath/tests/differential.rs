@@ -328,6 +328,7 @@ fn run_seed(dp: &mut Datapath, seed: u64, packets: usize, ifindexes: &[u32]) -> 
     let base_counters = dp.counters().expect("counters");
     let base_ct: BTreeMap<_, _> = dp.conntrack().expect("ct").into_iter().collect();
     let mut twin = Twin::new(&state);
+    twin.set_generation(dp.generation());
     // The twin starts from the kernel's conntrack: an earlier seed may have left entries.
     twin_seed_ct(&mut twin, &base_ct);
     let mut history = Vec::new();
@@ -348,6 +349,7 @@ fn run_seed(dp: &mut Datapath, seed: u64, packets: usize, ifindexes: &[u32]) -> 
             }
             dp.sync(&state).expect("sync");
             twin.set_state(&state);
+            twin.set_generation(dp.generation());
         }
         let f = frame(&mut rng, &mut history);
         let hook = if rng.chance(50) {
@@ -398,13 +400,13 @@ fn run_seed(dp: &mut Datapath, seed: u64, packets: usize, ifindexes: &[u32]) -> 
         .expect("ct")
         .into_iter()
         .filter(|(_, v)| v.expires_ns > now + 1_000_000_000)
-        .map(|(k, v)| (k, v.flags))
+        .map(|(k, v)| (k, (v.flags, v.generation)))
         .collect();
     let twin_ct: BTreeMap<_, _> = twin
         .conntrack()
         .iter()
         .filter(|(_, v)| v.expires_ns > now + 1_000_000_000)
-        .map(|(k, v)| (*k, v.flags))
+        .map(|(k, v)| (*k, (v.flags, v.generation)))
         .collect();
     assert_eq!(kernel_ct, twin_ct, "seed {seed}: conntrack differs");
     checked

@@ -256,3 +256,48 @@ fn an_incremental_diff_that_does_not_fit_is_refused_untouched() {
     }
     assert_eq!(dp.read_state().expect("read"), s);
 }
+
+#[test]
+fn a_policy_change_reaches_established_connections() {
+    if !common::privileged("a_policy_change_reaches_established_connections") {
+        return;
+    }
+    use strata_datapath::{
+        loader::Hook,
+        packet::{Builder, L4},
+    };
+    let mut dp = Datapath::load(&LoadOptions::default()).expect("load");
+    let s = base();
+    dp.sync(&s).expect("sync");
+    // 10.5.0.3 has identity 603, allowed on TCP 80 by the base policy.
+    let pkt = Builder::v4("10.5.0.3".parse().unwrap(), "10.9.9.9".parse().unwrap())
+        .l4(L4::Tcp {
+            sport: 40000,
+            dport: 80,
+            flags: 0x10,
+        })
+        .build();
+    for _ in 0..3 {
+        assert_eq!(dp.test_run(Hook::ToPod, &pkt, 1).expect("run").code, 0);
+    }
+    let generation = dp.generation();
+    let mut revoked = s.clone();
+    revoked
+        .policy
+        .remove(&PolicyKey::entry(1, 603, DIR_INGRESS, 6, 80, 16));
+    dp.sync(&revoked).expect("sync");
+    assert_ne!(
+        dp.generation(),
+        generation,
+        "a change moves to a new generation"
+    );
+    assert_eq!(
+        dp.test_run(Hook::ToPod, &pkt, 1).expect("run").code,
+        2,
+        "the established connection's cached verdict is not reused after the change"
+    );
+    // Nothing changed: the generation stays.
+    let g = dp.generation();
+    dp.sync(&revoked).expect("sync");
+    assert_eq!(dp.generation(), g);
+}
