@@ -466,7 +466,14 @@ impl Datapath {
             m: &std::collections::BTreeMap<K, V>,
             c: &crate::state::Changes<K, V>,
             class: impl Fn(&K) -> bool,
+            capacity: u32,
         ) -> usize {
+            // Counting a class walks the whole map: only when the map as a whole could
+            // overflow this capacity.
+            let all_added = c.upsert.iter().filter(|(k, _)| !m.contains_key(k)).count();
+            if m.len() + all_added <= capacity as usize {
+                return 0;
+            }
             let now = m.keys().filter(|k| class(k)).count();
             let added = c
                 .upsert
@@ -484,27 +491,32 @@ impl Datapath {
         let sizes = [
             (
                 "endpoints",
-                grows(&self.shadow.endpoints, &diff.endpoints, |_| true),
+                grows(
+                    &self.shadow.endpoints,
+                    &diff.endpoints,
+                    |_| true,
+                    ENDPOINTS_MAX,
+                ),
                 ENDPOINTS_MAX,
             ),
             (
                 "ipcache_hosts",
-                grows(ipc, &diff.ipcache, is_host),
+                grows(ipc, &diff.ipcache, is_host, IPCACHE_MAX),
                 IPCACHE_MAX,
             ),
             (
                 "ipcache",
-                grows(ipc, &diff.ipcache, |k| !is_host(k)),
+                grows(ipc, &diff.ipcache, |k| !is_host(k), IPCACHE_MAX),
                 IPCACHE_MAX,
             ),
             (
                 "policy_exact",
-                grows(pol, &diff.policy, is_exact),
+                grows(pol, &diff.policy, is_exact, POLICY_MAX),
                 POLICY_MAX,
             ),
             (
                 "policy",
-                grows(pol, &diff.policy, |k| !is_exact(k)),
+                grows(pol, &diff.policy, |k| !is_exact(k), POLICY_MAX),
                 POLICY_MAX,
             ),
         ];
