@@ -6,8 +6,9 @@
  *   to_pod    clsact egress of the veth:  packets entering the pod, the pod's ingress policy
  *
  * Per packet: endpoint by ifindex (hash), peer identity from the ipcache (host hash, then
- * LPM), conntrack (LRU hash: reply and ICMP-error lookups, then refresh or create), and for
- * new or forward traffic exactly two policy lookups, peer identity then identity 0, each an
+ * LPM), conntrack (LRU hash: reply and ICMP-error lookups, then refresh or create; a forward
+ * packet of a connection allowed under the current map generation reuses that verdict), and
+ * otherwise exactly two policy lookups, peer identity then identity 0, each an
  * exact hash then an LPM (the longest match either way): deny wins, then allow, then the
  * direction's default (deny when the endpoint is isolated). No lookup count depends on the
  * number of rules.

@@ -2,9 +2,11 @@
 //!
 //! - `bpf/policy.c`, compiled by clang from the build script and embedded as [`OBJECT`]: TC
 //!   (clsact) programs `from_pod` and `to_pod` for each pod's host-side veth. Per packet:
-//!   endpoint by ifindex, peer identity from an ipcache LPM trie, conntrack in an LRU hash,
-//!   and exactly two policy LPM lookups (peer identity, then identity 0; deny wins), whatever
-//!   the number of rules. Fragments are dropped with their own reason.
+//!   endpoint by ifindex, peer identity from the ipcache (host hash, then LPM trie), conntrack
+//!   in an LRU hash, and exactly two policy lookups (peer identity, then identity 0; each an
+//!   exact hash then an LPM trie; deny wins), whatever the number of rules; established
+//!   connections reuse their verdict while the maps are unchanged. Fragments are dropped with
+//!   their own reason.
 //! - [`abi`]: the keys and values shared with C, checked against the object's BTF.
 //! - [`twin`]: the pure reference datapath; [`state`]: desired map contents and diffs.
 //! - [`loader`]: loads, pins under `/sys/fs/bpf/strata/…`, attaches (TCX links on the clsact
