@@ -117,7 +117,7 @@ fn start_bird() -> Option<Bird> {
 
 /// One full receive: connect to the peer at 127.0.`net`.2:`port`, take in PREFIXES routes into
 /// Adj-RIB-In and Loc-RIB; returns the time and the growth of resident memory.
-async fn receive_all(net: u8, port: u16) -> (Duration, u64, u64) {
+async fn receive_all(net: u8, port: u16) -> (Duration, Duration, u64, u64) {
     let mut n = NeighborConfig::new(IpAddr::from([127, 0, net, 2]), 65002);
     n.port = port;
     n.connect_retry = Duration::from_millis(100);
@@ -132,10 +132,16 @@ async fn receive_all(net: u8, port: u16) -> (Duration, u64, u64) {
     .await
     .unwrap();
     let mut got = 0usize;
+    let mut almost = None;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while got < PREFIXES as usize {
         match tokio::time::timeout_at(deadline, events.recv()).await {
-            Ok(Some(SpeakerEvent::Update { announce, .. })) => got += announce.len(),
+            Ok(Some(SpeakerEvent::Update { announce, .. })) => {
+                got += announce.len();
+                if got + 256 > PREFIXES as usize && almost.is_none() {
+                    almost = Some(start.elapsed());
+                }
+            }
             Ok(Some(_)) => {}
             _ => panic!("only {got} prefixes arrived"),
         }
@@ -145,7 +151,7 @@ async fn receive_all(net: u8, port: u16) -> (Duration, u64, u64) {
     let grown = after.saturating_sub(before);
     assert_eq!(speaker.loc_rib().await.unwrap().len(), PREFIXES as usize);
     speaker.shutdown().await.unwrap();
-    (elapsed, after, grown)
+    (elapsed, almost.unwrap_or(elapsed), after, grown)
 }
 
 fn receive(c: &mut Criterion) {
@@ -162,10 +168,11 @@ fn receive(c: &mut Criterion) {
         b.iter_custom(|iters| {
             let mut total = Duration::ZERO;
             for _ in 0..iters {
-                let (t, rss, grown) = runtime.block_on(receive_all(60, 17601));
+                let (t, almost, rss, grown) = runtime.block_on(receive_all(60, 17601));
                 eprintln!(
-                    "bgp: 100000 prefixes from BIRD received and stored in {:.3} s, process resident {} MiB (+{} MiB)",
+                    "bgp: 100000 prefixes from BIRD received and stored in {:.3} s (all but the last UPDATE in {:.3} s), process resident {} MiB (+{} MiB)",
                     t.as_secs_f64(),
+                    almost.as_secs_f64(),
                     rss / 1024,
                     grown / 1024
                 );
@@ -215,10 +222,11 @@ fn receive_from_strata(c: &mut Criterion) {
         b.iter_custom(|iters| {
             let mut total = Duration::ZERO;
             for _ in 0..iters {
-                let (t, rss, grown) = runtime.block_on(receive_all(61, 17611));
+                let (t, almost, rss, grown) = runtime.block_on(receive_all(61, 17611));
                 eprintln!(
-                    "bgp: 100000 prefixes from strata received and stored in {:.3} s, process resident {} MiB (+{} MiB)",
+                    "bgp: 100000 prefixes from strata received and stored in {:.3} s (all but the last UPDATE in {:.3} s), process resident {} MiB (+{} MiB)",
                     t.as_secs_f64(),
+                    almost.as_secs_f64(),
                     rss / 1024,
                     grown / 1024
                 );
