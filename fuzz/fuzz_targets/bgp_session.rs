@@ -16,7 +16,10 @@ fuzz_target!(|data: &[u8]| {
     s.handle(t0, Input::Connected);
     let open = Message::Open(Open::new(65002, 90, Ipv4Addr::new(10, 0, 0, 2), vec![]));
     s.handle(t0, Input::Data(&open.to_bytes(Options::MODERN).unwrap()));
-    s.handle(t0, Input::Data(&Message::Keepalive.to_bytes(Options::MODERN).unwrap()));
+    s.handle(
+        t0,
+        Input::Data(&Message::Keepalive.to_bytes(Options::MODERN).unwrap()),
+    );
     assert_eq!(s.state(), State::Established);
     while s.poll_transmit().is_some() {}
     // The first byte splits the input into chunks of varying size.
