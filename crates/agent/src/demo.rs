@@ -30,22 +30,6 @@ pub struct Args {
     cluster: Option<PathBuf>,
 }
 
-/// The example cluster of `examples/cluster/`, embedded so the binary runs the demo anywhere.
-const CLUSTER: [(&str, &str); 3] = [
-    (
-        "namespaces.yaml",
-        include_str!("../../../examples/cluster/namespaces.yaml"),
-    ),
-    (
-        "pods.yaml",
-        include_str!("../../../examples/cluster/pods.yaml"),
-    ),
-    (
-        "policies.yaml",
-        include_str!("../../../examples/cluster/policies.yaml"),
-    ),
-];
-
 const CLUSTER_V4: &str = "10.244.0.0/16";
 const CLUSTER_V6: &str = "fd00:244::/104";
 const RESERVATIONS: [&str; 2] = ["10.96.128.0/24", "fd00:96::/120"];
@@ -72,10 +56,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         None => {
             let dir = dir.join("cluster");
             std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-            for (name, text) in CLUSTER {
-                std::fs::write(dir.join(name), text)
-                    .with_context(|| format!("writing {}", dir.join(name).display()))?;
-            }
+            crate::lab::write_demo_cluster(&dir)?;
             dir
         }
     };
