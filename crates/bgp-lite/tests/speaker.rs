@@ -337,3 +337,25 @@ async fn graceful_restart_helper_keeps_routes_until_end_of_rib() {
     sa.shutdown().await.unwrap();
     sb.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn ibgp_sends_an_empty_as_path_and_local_pref() {
+    let (a, b) = ("127.0.18.1", "127.0.18.2");
+    let (sb, mut eb) = speaker(b, 17981, 65001, vec![neighbor(a, 17980, 65001, true)]).await;
+    let (sa, _ea) = speaker(a, 17980, 65001, vec![neighbor(b, 17981, 65001, false)]).await;
+    let mut ann = Announcement::new("10.18.0.0/24".parse().unwrap());
+    ann.local_pref = Some(300);
+    ann.med = Some(7);
+    sa.announce(ann).unwrap();
+    let e = wait_for(&mut eb, "update", |e| {
+        matches!(e, SpeakerEvent::Update { .. })
+    })
+    .await;
+    assert!(matches!(&e, SpeakerEvent::Update { announce, .. } if announce[0].as_path.is_empty()));
+    let rib = sb.adj_rib_in(ip(a)).await.unwrap();
+    assert_eq!(rib[0].1.local_pref, Some(300));
+    assert_eq!(rib[0].1.med, Some(7));
+    assert_eq!(rib[0].1.next_hop, ip(a));
+    sa.shutdown().await.unwrap();
+    sb.shutdown().await.unwrap();
+}
