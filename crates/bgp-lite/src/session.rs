@@ -622,3 +622,32 @@ pub fn resolve_collision(local_id: Ipv4Addr, remote_id: Ipv4Addr) -> Keep {
 
 /// Largest message this speaker sends or accepts (no extended message support).
 pub const MAX_LEN: usize = MAX_MESSAGE_LEN;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_the_limit_and_resets_when_established() {
+        let mut c = SessionConfig::new(1, Ipv4Addr::new(1, 1, 1, 1), 2);
+        c.connect_retry = Duration::from_secs(1);
+        c.max_backoff = Duration::from_secs(5);
+        let mut s = Session::new(c);
+        let got: Vec<u64> = (0..5).map(|_| s.next_backoff().as_secs()).collect();
+        assert_eq!(got, vec![1, 2, 4, 5, 5]);
+    }
+
+    #[test]
+    fn open_of_a_two_octet_speaker_has_no_four_octet_capability() {
+        let mut c = SessionConfig::new(4_200_000_000, Ipv4Addr::new(1, 1, 1, 1), 2);
+        assert!(c.open().four_octet_as());
+        assert_eq!(u32::from(c.open().my_as), crate::wire::AS_TRANS);
+        assert_eq!(c.open().asn(), 4_200_000_000);
+        c.four_octet_as = false;
+        c.local_as = 65001;
+        assert!(!c.open().four_octet_as());
+        assert_eq!(c.open().asn(), 65001);
+        c.graceful_restart = None;
+        assert!(!c.open().has(64));
+    }
+}
