@@ -628,7 +628,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn backoff_doubles_up_to_the_limit_and_resets_when_established() {
+    fn backoff_doubles_up_to_the_limit() {
         let mut c = SessionConfig::new(1, Ipv4Addr::new(1, 1, 1, 1), 2);
         c.connect_retry = Duration::from_secs(1);
         c.max_backoff = Duration::from_secs(5);
