@@ -16,8 +16,9 @@ use anyhow::{Context, Result, bail};
 const USAGE: &str = "usage: cargo xtask <command>
 
 commands:
-  test            system packages, fmt, clippy, tests (privileged ones when root), benches in
-                  test mode, dependency direction check
+  test            system packages, dependency direction check, fmt, clippy, tests (privileged
+                  ones when root), benches in test mode, bounded fuzzing of the decoders
+  fuzz            only the bounded fuzzing
   demo            system packages, then `strata demo` on the embedded example cluster
   bench [ARGS]    system packages, then `cargo bench` on strata-bench (ARGS go to cargo bench);
                   --quick | --report: eBPF versus iptables/nftables, writes BENCHMARKS.md
@@ -88,6 +89,8 @@ fn test(root: &Path) -> Result<()> {
     cargo(root, &["test", "--workspace"])?;
     step("benches once each in test mode (cargo test --benches)");
     cargo(root, &["test", "-p", "strata-bench", "--benches"])?;
+    step("bounded fuzzing of the decoders (cargo +nightly fuzz)");
+    fuzz::run_bounded(root)?;
     step("all checks passed");
     Ok(())
 }
