@@ -27,10 +27,10 @@ async fn bird_exchanges_1000_v4_and_100_v6_prefixes_each_way() {
         &BirdConf {
             router_id: b,
             local: b,
-            port: 17301,
+            port: port(17301),
             local_as: 65002,
             neighbor: s,
-            neighbor_port: 17300,
+            neighbor_port: port(17300),
             neighbor_as: 65001,
             extra: "  passive on;",
             v4: v4_prefixes(32, 1000),
@@ -38,7 +38,7 @@ async fn bird_exchanges_1000_v4_and_100_v6_prefixes_each_way() {
         }
         .render(),
     );
-    let (sp, mut ev) = strata(s, 17300, 65001, neighbor(b, 17301, 65002)).await;
+    let (sp, mut ev) = strata(s, port(17300), 65001, neighbor(b, port(17301), 65002)).await;
     let ours: Vec<IpNet> = v4_prefixes(31, 1000)
         .iter()
         .chain(v6_prefixes(31, 100).iter())
@@ -155,10 +155,10 @@ async fn bird_connects_to_passive_strata_and_hold_timer_expires_when_paused() {
         &BirdConf {
             router_id: b,
             local: b,
-            port: 17311,
+            port: port(17311),
             local_as: 65002,
             neighbor: s,
-            neighbor_port: 17310,
+            neighbor_port: port(17310),
             neighbor_as: 65001,
             extra: "",
             v4: v4_prefixes(33, 3),
@@ -166,10 +166,10 @@ async fn bird_connects_to_passive_strata_and_hold_timer_expires_when_paused() {
         }
         .render(),
     );
-    let mut n = neighbor(b, 17311, 65002);
+    let mut n = neighbor(b, port(17311), 65002);
     n.passive = true;
     n.hold_time = 3;
-    let (sp, mut ev) = strata(s, 17310, 65001, n).await;
+    let (sp, mut ev) = strata(s, port(17310), 65001, n).await;
     let up = wait_event(&mut ev, LONG, |e| {
         matches!(e, SpeakerEvent::Established { .. })
     })
@@ -209,10 +209,10 @@ async fn bird_refuses_a_wrong_remote_as_with_bad_peer_as() {
         &BirdConf {
             router_id: b,
             local: b,
-            port: 17321,
+            port: port(17321),
             local_as: 65002,
             neighbor: s,
-            neighbor_port: 17320,
+            neighbor_port: port(17320),
             neighbor_as: 65009, // we are 65001
             extra: "  passive on;",
             v4: vec![],
@@ -220,7 +220,7 @@ async fn bird_refuses_a_wrong_remote_as_with_bad_peer_as() {
         }
         .render(),
     );
-    let (sp, mut ev) = strata(s, 17320, 65001, neighbor(b, 17321, 65002)).await;
+    let (sp, mut ev) = strata(s, port(17320), 65001, neighbor(b, port(17321), 65002)).await;
     let down = wait_event(&mut ev, LONG, |e| matches!(e, SpeakerEvent::Down { .. })).await;
     match down {
         Some(SpeakerEvent::Down { reason, .. }) => {
@@ -239,10 +239,10 @@ async fn bird_refuses_a_wrong_remote_as_with_bad_peer_as() {
         &BirdConf {
             router_id: b2,
             local: b2,
-            port: 17323,
+            port: port(17323),
             local_as: 65002,
             neighbor: s2,
-            neighbor_port: 17322,
+            neighbor_port: port(17322),
             neighbor_as: 65001,
             extra: "  passive on;",
             v4: vec![],
@@ -250,7 +250,7 @@ async fn bird_refuses_a_wrong_remote_as_with_bad_peer_as() {
         }
         .render(),
     );
-    let (sp2, mut ev2) = strata(s2, 17322, 65001, neighbor(b2, 17323, 65009)).await;
+    let (sp2, mut ev2) = strata(s2, port(17322), 65001, neighbor(b2, port(17323), 65009)).await;
     let down = wait_event(&mut ev2, LONG, |e| matches!(e, SpeakerEvent::Down { .. })).await;
     assert!(
         matches!(&down, Some(SpeakerEvent::Down { reason, .. }) if reason.starts_with("sent") && reason.contains("(2/2)")),
@@ -277,10 +277,10 @@ async fn bird_two_octet_peer_restarts_and_reconnects() {
         &BirdConf {
             router_id: b,
             local: b,
-            port: 17331,
+            port: port(17331),
             local_as: 65002,
             neighbor: s,
-            neighbor_port: 17330,
+            neighbor_port: port(17330),
             // BIRD with as4 off refuses a 4-octet neighbor AS in its config yet still reads
             // the 4-octet AS capability of the peer's OPEN: the peer must have a 2-octet AS.
             neighbor_as: 65001,
@@ -290,7 +290,7 @@ async fn bird_two_octet_peer_restarts_and_reconnects() {
         }
         .render(),
     );
-    let (sp, mut ev) = strata(s, 17330, 65001, neighbor(b, 17331, 65002)).await;
+    let (sp, mut ev) = strata(s, port(17330), 65001, neighbor(b, port(17331), 65002)).await;
     sp.announce(Announcement::new("10.35.0.0/24".parse().unwrap()))
         .unwrap();
     let up = wait_event(&mut ev, LONG, |e| {
@@ -354,10 +354,10 @@ async fn bird_and_strata_both_connect_and_resolve_the_collision() {
         &BirdConf {
             router_id: b,
             local: b,
-            port: 17341,
+            port: port(17341),
             local_as: 65002,
             neighbor: s,
-            neighbor_port: 17340,
+            neighbor_port: port(17340),
             neighbor_as: 65001,
             extra: "",
             v4: v4_prefixes(36, 5),
@@ -365,9 +365,9 @@ async fn bird_and_strata_both_connect_and_resolve_the_collision() {
         }
         .render(),
     );
-    let mut n = neighbor(b, 17341, 65002);
+    let mut n = neighbor(b, port(17341), 65002);
     n.connect_retry = Duration::from_millis(100);
-    let (sp, mut ev) = strata(s, 17340, 65001, n).await;
+    let (sp, mut ev) = strata(s, port(17340), 65001, n).await;
     sp.announce(Announcement::new("10.37.0.0/24".parse().unwrap()))
         .unwrap();
     let up = wait_event(&mut ev, LONG, |e| {

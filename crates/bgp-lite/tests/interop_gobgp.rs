@@ -23,7 +23,17 @@ async fn gobgp_exchanges_1000_v4_and_100_v6_prefixes_each_way() {
         return;
     }
     let (s, g) = ("127.0.40.1", "127.0.40.3");
-    let gobgp = GoBgp::start(g, 17401, 17402, 65003, s, 17400, 65001, true, 9);
+    let gobgp = GoBgp::start(
+        g,
+        port(17401),
+        port(17402),
+        65003,
+        s,
+        port(17400),
+        65001,
+        true,
+        9,
+    );
     // GoBGP's routes first (one gobgp call each); a 127/8 next hop would be treated as
     // withdraw by GoBGP, so documentation addresses are used.
     let theirs4 = v4_prefixes(42, 1000);
@@ -56,7 +66,7 @@ async fn gobgp_exchanges_1000_v4_and_100_v6_prefixes_each_way() {
             "65003:2",
         ]);
     }
-    let (sp, mut ev) = strata(s, 17400, 65001, neighbor(g, 17401, 65003)).await;
+    let (sp, mut ev) = strata(s, port(17400), 65001, neighbor(g, port(17401), 65003)).await;
     let ours: Vec<IpNet> = v4_prefixes(41, 1000)
         .iter()
         .chain(v6_prefixes(41, 100).iter())
@@ -139,10 +149,20 @@ async fn gobgp_connects_to_passive_strata_wrong_as_hold_timer_and_restart() {
     }
     // GoBGP thinks we are 65009: it refuses our OPEN with Bad Peer AS.
     let (s, g) = ("127.0.41.1", "127.0.41.3");
-    let gobgp = GoBgp::start(g, 17411, 17412, 65003, s, 17410, 65009, false, 9);
-    let mut n = neighbor(g, 17411, 65003);
+    let gobgp = GoBgp::start(
+        g,
+        port(17411),
+        port(17412),
+        65003,
+        s,
+        port(17410),
+        65009,
+        false,
+        9,
+    );
+    let mut n = neighbor(g, port(17411), 65003);
     n.passive = true;
-    let (sp, mut ev) = strata(s, 17410, 65001, n).await;
+    let (sp, mut ev) = strata(s, port(17410), 65001, n).await;
     let down = wait_event(&mut ev, LONG, |e| matches!(e, SpeakerEvent::Down { .. })).await;
     assert!(
         matches!(&down, Some(SpeakerEvent::Down { reason, .. }) if reason.contains("(2/2)")),
@@ -154,11 +174,21 @@ async fn gobgp_connects_to_passive_strata_wrong_as_hold_timer_and_restart() {
 
     // A good session, GoBGP active and strata passive; then GoBGP paused: our hold timer fires.
     let (s, g) = ("127.0.41.5", "127.0.41.7");
-    let gobgp = GoBgp::start(g, 17415, 17416, 65003, s, 17414, 65001, false, 3);
-    let mut n = neighbor(g, 17415, 65003);
+    let gobgp = GoBgp::start(
+        g,
+        port(17415),
+        port(17416),
+        65003,
+        s,
+        port(17414),
+        65001,
+        false,
+        3,
+    );
+    let mut n = neighbor(g, port(17415), 65003);
     n.passive = true;
     n.hold_time = 3;
-    let (sp, mut ev) = strata(s, 17414, 65001, n).await;
+    let (sp, mut ev) = strata(s, port(17414), 65001, n).await;
     let up = wait_event(&mut ev, LONG, |e| {
         matches!(e, SpeakerEvent::Established { .. })
     })

@@ -2,6 +2,8 @@
 //! its peer's Adj-RIB-In converges to exactly the announced set (two real speakers over
 //! loopback, one session for every case).
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
@@ -35,23 +37,23 @@ fn pair() -> Pair {
         ("127.0.17.1".parse().unwrap(), "127.0.17.2".parse().unwrap());
     let (a, b) = runtime.block_on(async {
         let mut nb = NeighborConfig::new(a_addr, 65001);
-        nb.port = 17970;
+        nb.port = common::port(17970);
         nb.passive = true;
         let (b, _eb) = Speaker::start(SpeakerConfig {
             local_as: 65002,
             router_id: "127.0.17.2".parse().unwrap(),
-            listen: Some(SocketAddr::new(b_addr, 17971)),
+            listen: Some(SocketAddr::new(b_addr, common::port(17971))),
             neighbors: vec![nb],
         })
         .await
         .unwrap();
         let mut na = NeighborConfig::new(b_addr, 65002);
-        na.port = 17971;
+        na.port = common::port(17971);
         na.connect_retry = Duration::from_millis(100);
         let (a, mut ea) = Speaker::start(SpeakerConfig {
             local_as: 65001,
             router_id: "127.0.17.1".parse().unwrap(),
-            listen: Some(SocketAddr::new(a_addr, 17970)),
+            listen: Some(SocketAddr::new(a_addr, common::port(17970))),
             neighbors: vec![na],
         })
         .await

@@ -1,5 +1,9 @@
 //! Two real speakers talking over loopback TCP (each test on its own 127.0.0.x addresses).
 
+mod common;
+
+use common::port;
+
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
@@ -59,8 +63,20 @@ async fn wait_for(
 #[tokio::test]
 async fn routes_flow_both_ways_and_shutdown_is_a_cease() {
     let (a, b) = ("127.0.10.1", "127.0.10.2");
-    let (sb, mut eb) = speaker(b, 17901, 65002, vec![neighbor(a, 17900, 65001, true)]).await;
-    let (sa, mut ea) = speaker(a, 17900, 65001, vec![neighbor(b, 17901, 65002, false)]).await;
+    let (sb, mut eb) = speaker(
+        b,
+        port(17901),
+        65002,
+        vec![neighbor(a, port(17900), 65001, true)],
+    )
+    .await;
+    let (sa, mut ea) = speaker(
+        a,
+        port(17900),
+        65001,
+        vec![neighbor(b, port(17901), 65002, false)],
+    )
+    .await;
     let mut ann = Announcement::new("10.10.0.0/24".parse().unwrap());
     ann.communities = vec![Community::new(65001, 7)];
     sa.announce(ann).unwrap();
@@ -145,8 +161,20 @@ async fn routes_flow_both_ways_and_shutdown_is_a_cease() {
 #[tokio::test]
 async fn both_sides_active_collide_and_settle_on_one_session() {
     let (a, b) = ("127.0.11.1", "127.0.11.2");
-    let (sa, mut ea) = speaker(a, 17910, 65001, vec![neighbor(b, 17911, 65002, false)]).await;
-    let (sb, mut eb) = speaker(b, 17911, 65002, vec![neighbor(a, 17910, 65001, false)]).await;
+    let (sa, mut ea) = speaker(
+        a,
+        port(17910),
+        65001,
+        vec![neighbor(b, port(17911), 65002, false)],
+    )
+    .await;
+    let (sb, mut eb) = speaker(
+        b,
+        port(17911),
+        65002,
+        vec![neighbor(a, port(17910), 65001, false)],
+    )
+    .await;
     wait_for(&mut ea, "A established", |e| {
         matches!(e, SpeakerEvent::Established { .. })
     })
@@ -179,8 +207,20 @@ async fn both_sides_active_collide_and_settle_on_one_session() {
 async fn wrong_remote_as_is_refused_with_bad_peer_as() {
     let (a, b) = ("127.0.12.1", "127.0.12.2");
     // B expects AS 65009, A is 65001.
-    let (sb, mut eb) = speaker(b, 17921, 65002, vec![neighbor(a, 17920, 65009, true)]).await;
-    let (sa, mut ea) = speaker(a, 17920, 65001, vec![neighbor(b, 17921, 65002, false)]).await;
+    let (sb, mut eb) = speaker(
+        b,
+        port(17921),
+        65002,
+        vec![neighbor(a, port(17920), 65009, true)],
+    )
+    .await;
+    let (sa, mut ea) = speaker(
+        a,
+        port(17920),
+        65001,
+        vec![neighbor(b, port(17921), 65002, false)],
+    )
+    .await;
     let e = wait_for(&mut eb, "B refuses", |e| {
         matches!(e, SpeakerEvent::Down { .. })
     })
@@ -204,14 +244,14 @@ async fn wrong_remote_as_is_refused_with_bad_peer_as() {
 #[tokio::test]
 async fn two_octet_peer_gets_as_trans_and_as4_path() {
     let (a, b) = ("127.0.13.1", "127.0.13.2");
-    let mut old = neighbor(a, 17930, 4_200_000_001, true);
+    let mut old = neighbor(a, port(17930), 4_200_000_001, true);
     old.four_octet_as = false;
-    let (sb, mut eb) = speaker(b, 17931, 65002, vec![old]).await;
+    let (sb, mut eb) = speaker(b, port(17931), 65002, vec![old]).await;
     let (sa, _ea) = speaker(
         a,
-        17930,
+        port(17930),
         4_200_000_001,
-        vec![neighbor(b, 17931, 65002, false)],
+        vec![neighbor(b, port(17931), 65002, false)],
     )
     .await;
     sa.announce(Announcement::new("10.13.0.0/24".parse().unwrap()))
@@ -234,15 +274,33 @@ async fn two_octet_peer_gets_as_trans_and_as4_path() {
 #[tokio::test]
 async fn reconnects_after_the_peer_restarts() {
     let (a, b) = ("127.0.14.1", "127.0.14.2");
-    let (sa, mut ea) = speaker(a, 17940, 65001, vec![neighbor(b, 17941, 65002, false)]).await;
-    let (sb, _eb) = speaker(b, 17941, 65002, vec![neighbor(a, 17940, 65001, true)]).await;
+    let (sa, mut ea) = speaker(
+        a,
+        port(17940),
+        65001,
+        vec![neighbor(b, port(17941), 65002, false)],
+    )
+    .await;
+    let (sb, _eb) = speaker(
+        b,
+        port(17941),
+        65002,
+        vec![neighbor(a, port(17940), 65001, true)],
+    )
+    .await;
     wait_for(&mut ea, "up", |e| {
         matches!(e, SpeakerEvent::Established { .. })
     })
     .await;
     drop(sb); // abrupt: the task is aborted, connections drop without Cease
     wait_for(&mut ea, "down", |e| matches!(e, SpeakerEvent::Down { .. })).await;
-    let (sb, _eb) = speaker(b, 17941, 65002, vec![neighbor(a, 17940, 65001, true)]).await;
+    let (sb, _eb) = speaker(
+        b,
+        port(17941),
+        65002,
+        vec![neighbor(a, port(17940), 65001, true)],
+    )
+    .await;
     wait_for(&mut ea, "up again", |e| {
         matches!(e, SpeakerEvent::Established { .. })
     })
@@ -265,10 +323,10 @@ async fn ipv6_transport_with_the_session_address_as_next_hop() {
             neighbors: vec![n],
         })
     };
-    let (b, mut eb) = start(17991, 65002, "127.0.15.2", 17990, 65001, true)
+    let (b, mut eb) = start(port(17991), 65002, "127.0.15.2", port(17990), 65001, true)
         .await
         .unwrap();
-    let (a, _ea) = start(17990, 65001, "127.0.15.1", 17991, 65002, false)
+    let (a, _ea) = start(port(17990), 65001, "127.0.15.1", port(17991), 65002, false)
         .await
         .unwrap();
     a.announce(Announcement::new("2001:db8:15::/48".parse().unwrap()))
@@ -296,8 +354,20 @@ async fn ipv6_transport_with_the_session_address_as_next_hop() {
 #[tokio::test]
 async fn graceful_restart_helper_keeps_routes_until_end_of_rib() {
     let (a, b) = ("127.0.16.1", "127.0.16.2");
-    let (sb, mut eb) = speaker(b, 17961, 65002, vec![neighbor(a, 17960, 65001, true)]).await;
-    let (sa, _ea) = speaker(a, 17960, 65001, vec![neighbor(b, 17961, 65002, false)]).await;
+    let (sb, mut eb) = speaker(
+        b,
+        port(17961),
+        65002,
+        vec![neighbor(a, port(17960), 65001, true)],
+    )
+    .await;
+    let (sa, _ea) = speaker(
+        a,
+        port(17960),
+        65001,
+        vec![neighbor(b, port(17961), 65002, false)],
+    )
+    .await;
     sa.announce(Announcement::new("10.16.1.0/24".parse().unwrap()))
         .unwrap();
     sa.announce(Announcement::new("10.16.2.0/24".parse().unwrap()))
@@ -318,7 +388,13 @@ async fn graceful_restart_helper_keeps_routes_until_end_of_rib() {
     assert_eq!(sb.adj_rib_in(ip(a)).await.unwrap().len(), 2);
     assert_eq!(sb.loc_rib().await.unwrap().len(), 2);
     // A comes back with only one of the routes: after its End-of-RIB the other goes.
-    let (sa, _ea) = speaker(a, 17960, 65001, vec![neighbor(b, 17961, 65002, false)]).await;
+    let (sa, _ea) = speaker(
+        a,
+        port(17960),
+        65001,
+        vec![neighbor(b, port(17961), 65002, false)],
+    )
+    .await;
     sa.announce(Announcement::new("10.16.1.0/24".parse().unwrap()))
         .unwrap();
     let e = wait_for(
@@ -341,8 +417,20 @@ async fn graceful_restart_helper_keeps_routes_until_end_of_rib() {
 #[tokio::test]
 async fn ibgp_sends_an_empty_as_path_and_local_pref() {
     let (a, b) = ("127.0.18.1", "127.0.18.2");
-    let (sb, mut eb) = speaker(b, 17981, 65001, vec![neighbor(a, 17980, 65001, true)]).await;
-    let (sa, _ea) = speaker(a, 17980, 65001, vec![neighbor(b, 17981, 65001, false)]).await;
+    let (sb, mut eb) = speaker(
+        b,
+        port(17981),
+        65001,
+        vec![neighbor(a, port(17980), 65001, true)],
+    )
+    .await;
+    let (sa, _ea) = speaker(
+        a,
+        port(17980),
+        65001,
+        vec![neighbor(b, port(17981), 65001, false)],
+    )
+    .await;
     let mut ann = Announcement::new("10.18.0.0/24".parse().unwrap());
     ann.local_pref = Some(300);
     ann.med = Some(7);

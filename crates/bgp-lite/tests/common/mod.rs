@@ -9,6 +9,25 @@ use std::time::{Duration, Instant};
 use strata_bgp::speaker::{NeighborConfig, Speaker, SpeakerConfig, SpeakerEvent};
 use tokio::sync::mpsc::UnboundedReceiver;
 
+/// A free TCP port for the fixed `label` a test uses: the same label gives the same port within
+/// one test process, and two processes running the same tests at once get different ports. The
+/// port stays reserved by a listener on 127.255.255.254 (binding it on another 127/8 address
+/// is still allowed).
+pub fn port(label: u16) -> u16 {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    static PORTS: Mutex<Option<HashMap<u16, (u16, std::net::TcpListener)>>> = Mutex::new(None);
+    let mut ports = PORTS.lock().unwrap_or_else(|e| e.into_inner());
+    ports
+        .get_or_insert_with(HashMap::new)
+        .entry(label)
+        .or_insert_with(|| {
+            let l = std::net::TcpListener::bind("127.255.255.254:0").expect("reserve a port");
+            (l.local_addr().unwrap().port(), l)
+        })
+        .0
+}
+
 /// Whether `binary` is on PATH; without it the test skips, or fails when CI=true.
 pub fn have(binary: &str) -> bool {
     let found = std::env::var_os("PATH")
