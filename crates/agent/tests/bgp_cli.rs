@@ -8,6 +8,18 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+/// A free TCP port, kept reserved by a listener on 127.255.255.254 for the life of the test
+/// process (binding it on another 127/8 address is still allowed), so that concurrent runs of
+/// these tests do not collide.
+fn free_port() -> u16 {
+    use std::sync::Mutex;
+    static HELD: Mutex<Vec<std::net::TcpListener>> = Mutex::new(Vec::new());
+    let l = std::net::TcpListener::bind("127.255.255.254:0").expect("reserve a port");
+    let port = l.local_addr().unwrap().port();
+    HELD.lock().unwrap_or_else(|e| e.into_inner()).push(l);
+    port
+}
+
 fn strata() -> Command {
     Command::new(env!("CARGO_BIN_EXE_strata"))
 }
@@ -286,15 +298,16 @@ impl Drop for SpeakerProc {
 
 #[test]
 fn two_speakers_exchange_routes_and_sigterm_sends_cease() {
+    let (pa, pb) = (free_port(), free_port());
     let mut a = SpeakerProc::start(&[
         "--local-as",
         "65001",
         "--router-id",
         "127.0.50.1",
         "--listen",
-        "127.0.50.1:17500",
+        &format!("127.0.50.1:{pa}"),
         "--neighbor",
-        "127.0.50.2:17501,remote-as=65002,hold-time=9",
+        &format!("127.0.50.2:{pb},remote-as=65002,hold-time=9"),
         "--announce",
         "10.50.0.0/24,next-hop=192.0.2.1",
     ]);
@@ -304,9 +317,9 @@ fn two_speakers_exchange_routes_and_sigterm_sends_cease() {
         "--router-id",
         "127.0.50.2",
         "--listen",
-        "127.0.50.2:17501",
+        &format!("127.0.50.2:{pb}"),
         "--neighbor",
-        "127.0.50.1:17500,remote-as=65001,passive",
+        &format!("127.0.50.1:{pa},remote-as=65001,passive"),
     ]);
     let up = b.wait("established", |v| v["event"] == "established");
     assert_eq!(up["neighbor"], "127.0.50.1");
@@ -318,7 +331,7 @@ fn two_speakers_exchange_routes_and_sigterm_sends_cease() {
     );
     assert_eq!(u["withdraw"], serde_json::json!([]));
     // Only the --listen address is bound.
-    assert!(TcpStream::connect("127.0.0.1:17500").is_err());
+    assert!(TcpStream::connect(("127.0.0.1", pa)).is_err());
     // Runtime announce and withdraw on stdin.
     a.send("announce 2001:db8:50::/48,next-hop=2001:db8::1");
     let u = b.wait("v6 update", |v| v["event"] == "update");
@@ -396,11 +409,14 @@ fn speaker_against_bird_and_sigterm_cease() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let conf = "router id 127.0.51.2;\nprotocol device {}\n\
-        protocol static s4 { ipv4; route 10.52.0.0/24 blackhole; }\n\
-        protocol bgp strata {\n  local 127.0.51.2 port 17511 as 65002;\n  \
-        neighbor 127.0.51.1 port 17510 as 65001;\n  multihop;\n  strict bind yes;\n  passive on;\n  \
-        error wait time 1, 3;\n  ipv4 { import all; export all; next hop self; };\n}\n";
+    let (ps, pb) = (free_port(), free_port());
+    let conf = format!(
+        "router id 127.0.51.2;\nprotocol device {{}}\n\
+        protocol static s4 {{ ipv4; route 10.52.0.0/24 blackhole; }}\n\
+        protocol bgp strata {{\n  local 127.0.51.2 port {pb} as 65002;\n  \
+        neighbor 127.0.51.1 port {ps} as 65001;\n  multihop;\n  strict bind yes;\n  passive on;\n  \
+        error wait time 1, 3;\n  ipv4 {{ import all; export all; next hop self; }};\n}}\n"
+    );
     std::fs::write(dir.path().join("bird.conf"), conf).unwrap();
     let sock = dir.path().join("bird.ctl");
     let _bird = Bird(
@@ -430,9 +446,9 @@ fn speaker_against_bird_and_sigterm_cease() {
         "--router-id",
         "127.0.51.1",
         "--listen",
-        "127.0.51.1:17510",
+        &format!("127.0.51.1:{ps}"),
         "--neighbor",
-        "127.0.51.2:17511,remote-as=65002,hold-time=9",
+        &format!("127.0.51.2:{pb},remote-as=65002,hold-time=9"),
         "--announce",
         "10.51.0.0/24,next-hop=192.0.2.1",
     ]);
