@@ -75,7 +75,18 @@ impl Drop for Bird {
 
 const PREFIXES: u32 = 100_000;
 
-fn start_bird() -> Option<Bird> {
+/// A free TCP port, kept reserved by a listener on 127.255.255.254 for the life of the process
+/// (binding it on another 127/8 address is still allowed).
+fn free_port() -> u16 {
+    use std::sync::Mutex;
+    static HELD: Mutex<Vec<std::net::TcpListener>> = Mutex::new(Vec::new());
+    let l = std::net::TcpListener::bind("127.255.255.254:0").expect("reserve a port");
+    let port = l.local_addr().unwrap().port();
+    HELD.lock().unwrap_or_else(|e| e.into_inner()).push(l);
+    port
+}
+
+fn start_bird(bird_port: u16, our_port: u16) -> Option<Bird> {
     if !Path::new("/usr/sbin/bird").exists() {
         eprintln!("bgp bench: BIRD not installed, skipping the 100k-prefix bench");
         return None;
@@ -87,11 +98,11 @@ fn start_bird() -> Option<Bird> {
         let a = Ipv4Addr::from(0x0a00_0000 + i);
         conf.push_str(&format!("  route {a}/32 blackhole;\n"));
     }
-    conf.push_str(
-        "}\nprotocol bgp strata {\n  local 127.0.60.2 port 17601 as 65002;\n  \
-         neighbor 127.0.60.1 port 17600 as 65001;\n  multihop;\n  strict bind yes;\n  \
-         passive on;\n  error wait time 1, 2;\n  ipv4 { import none; export all; next hop self; };\n}\n",
-    );
+    conf.push_str(&format!(
+        "}}\nprotocol bgp strata {{\n  local 127.0.60.2 port {bird_port} as 65002;\n  \
+         neighbor 127.0.60.1 port {our_port} as 65001;\n  multihop;\n  strict bind yes;\n  \
+         passive on;\n  error wait time 1, 2;\n  ipv4 {{ import none; export all; next hop self; }};\n}}\n",
+    ));
     std::fs::write(dir.path().join("bird.conf"), conf).unwrap();
     let child = Command::new("bird")
         .arg("-f")
@@ -117,7 +128,7 @@ fn start_bird() -> Option<Bird> {
 
 /// One full receive: connect to the peer at 127.0.`net`.2:`port`, take in PREFIXES routes into
 /// Adj-RIB-In and Loc-RIB; returns the time and the growth of resident memory.
-async fn receive_all(net: u8, port: u16) -> (Duration, Duration, u64, u64) {
+async fn receive_all(net: u8, port: u16, listen_port: u16) -> (Duration, Duration, u64, u64) {
     let mut n = NeighborConfig::new(IpAddr::from([127, 0, net, 2]), 65002);
     n.port = port;
     n.connect_retry = Duration::from_millis(100);
@@ -126,7 +137,7 @@ async fn receive_all(net: u8, port: u16) -> (Duration, Duration, u64, u64) {
     let (speaker, mut events) = Speaker::start(SpeakerConfig {
         local_as: 65001,
         router_id: Ipv4Addr::new(127, 0, net, 1),
-        listen: Some(SocketAddr::from(([127, 0, net, 1], port - 1))),
+        listen: Some(SocketAddr::from(([127, 0, net, 1], listen_port))),
         neighbors: vec![n],
     })
     .await
@@ -155,7 +166,10 @@ async fn receive_all(net: u8, port: u16) -> (Duration, Duration, u64, u64) {
 }
 
 fn receive(c: &mut Criterion) {
-    let Some(_bird) = start_bird() else { return };
+    let (bird_port, our_port) = (free_port(), free_port());
+    let Some(_bird) = start_bird(bird_port, our_port) else {
+        return;
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -168,7 +182,7 @@ fn receive(c: &mut Criterion) {
         b.iter_custom(|iters| {
             let mut total = Duration::ZERO;
             for _ in 0..iters {
-                let (t, almost, rss, grown) = runtime.block_on(receive_all(60, 17601));
+                let (t, almost, rss, grown) = runtime.block_on(receive_all(60, bird_port, our_port));
                 eprintln!(
                     "bgp: 100000 prefixes from BIRD received and stored in {:.3} s (all but the last UPDATE in {:.3} s), process resident {} MiB (+{} MiB)",
                     t.as_secs_f64(),
@@ -189,6 +203,7 @@ fn receive(c: &mut Criterion) {
 /// The same 100k prefixes from a strata speaker in this process: the receiving side's own
 /// cost, without BIRD's export pacing.
 fn receive_from_strata(c: &mut Criterion) {
+    let (peer_port, our_port) = (free_port(), free_port());
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -196,12 +211,12 @@ fn receive_from_strata(c: &mut Criterion) {
         .unwrap();
     let peer = runtime.block_on(async {
         let mut n = NeighborConfig::new(IpAddr::from([127, 0, 61, 1]), 65001);
-        n.port = 17610;
+        n.port = our_port;
         n.passive = true;
         let (peer, events) = Speaker::start(SpeakerConfig {
             local_as: 65002,
             router_id: Ipv4Addr::new(127, 0, 61, 2),
-            listen: Some(SocketAddr::from(([127, 0, 61, 2], 17611))),
+            listen: Some(SocketAddr::from(([127, 0, 61, 2], peer_port))),
             neighbors: vec![n],
         })
         .await
@@ -222,7 +237,7 @@ fn receive_from_strata(c: &mut Criterion) {
         b.iter_custom(|iters| {
             let mut total = Duration::ZERO;
             for _ in 0..iters {
-                let (t, almost, rss, grown) = runtime.block_on(receive_all(61, 17611));
+                let (t, almost, rss, grown) = runtime.block_on(receive_all(61, peer_port, our_port));
                 eprintln!(
                     "bgp: 100000 prefixes from strata received and stored in {:.3} s (all but the last UPDATE in {:.3} s), process resident {} MiB (+{} MiB)",
                     t.as_secs_f64(),
