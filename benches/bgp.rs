@@ -104,7 +104,7 @@ fn start_bird(bird_port: u16, our_port: u16) -> Option<Bird> {
          passive on;\n  error wait time 1, 2;\n  ipv4 {{ import none; export all; next hop self; }};\n}}\n",
     ));
     std::fs::write(dir.path().join("bird.conf"), conf).unwrap();
-    let child = Command::new("bird")
+    let child = Command::new("/usr/sbin/bird")
         .arg("-f")
         .arg("-c")
         .arg(dir.path().join("bird.conf"))

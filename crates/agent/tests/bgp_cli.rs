@@ -420,7 +420,7 @@ fn speaker_against_bird_and_sigterm_cease() {
     std::fs::write(dir.path().join("bird.conf"), conf).unwrap();
     let sock = dir.path().join("bird.ctl");
     let _bird = Bird(
-        Command::new("bird")
+        Command::new("/usr/sbin/bird")
             .arg("-f")
             .arg("-c")
             .arg(dir.path().join("bird.conf"))
@@ -432,7 +432,7 @@ fn speaker_against_bird_and_sigterm_cease() {
             .unwrap(),
     );
     let birdc = |args: &[&str]| -> String {
-        Command::new("birdc")
+        Command::new("/usr/sbin/birdc")
             .arg("-s")
             .arg(&sock)
             .args(args)

@@ -28,11 +28,21 @@ pub fn port(label: u16) -> u16 {
         .0
 }
 
-/// Whether `binary` is on PATH; without it the test skips, or fails when CI=true.
+/// Where `binary` is: on PATH, or in /usr/sbin and /usr/bin (not on a non-root PATH).
+pub fn bin(binary: &str) -> Option<PathBuf> {
+    let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
+        .map(|paths| std::env::split_paths(&paths).collect())
+        .unwrap_or_default();
+    dirs.push("/usr/sbin".into());
+    dirs.push("/usr/bin".into());
+    dirs.into_iter()
+        .map(|d| d.join(binary))
+        .find(|p| p.is_file())
+}
+
+/// Whether `binary` is installed; without it the test skips, or fails when CI=true.
 pub fn have(binary: &str) -> bool {
-    let found = std::env::var_os("PATH")
-        .is_some_and(|paths| std::env::split_paths(&paths).any(|d| d.join(binary).is_file()))
-        || Path::new("/usr/sbin").join(binary).is_file();
+    let found = bin(binary).is_some();
     if !found {
         if std::env::var("CI").as_deref() == Ok("true") {
             panic!("{binary} is not installed and CI=true (install bird2 and gobgpd)");
@@ -40,6 +50,11 @@ pub fn have(binary: &str) -> bool {
         eprintln!("skipping: {binary} is not installed (apt-get install bird2 gobgpd)");
     }
     found
+}
+
+/// A command for an installed binary (found with [`bin`]).
+pub fn cmd(binary: &str) -> Command {
+    Command::new(bin(binary).unwrap_or_else(|| PathBuf::from(binary)))
 }
 
 /// A child process killed (and reaped) on drop.
@@ -191,7 +206,7 @@ impl Bird {
         let log = std::fs::File::create(self.dir.path().join("bird.log")).unwrap();
         let p = Proc::spawn(
             "bird",
-            Command::new("bird")
+            cmd("bird")
                 .arg("-f")
                 .arg("-c")
                 .arg(self.dir.path().join("bird.conf"))
@@ -213,7 +228,7 @@ impl Bird {
     }
 
     pub fn birdc(&self, args: &[&str]) -> String {
-        let out = Command::new("birdc")
+        let out = cmd("birdc")
             .arg("-s")
             .arg(self.socket())
             .args(args)
@@ -373,7 +388,7 @@ impl GoBgp {
             .unwrap();
         Proc::spawn(
             "gobgpd",
-            Command::new("gobgpd")
+            cmd("gobgpd")
                 .arg("-f")
                 .arg(dir.join("gobgp.toml"))
                 .arg("-p")
@@ -403,7 +418,7 @@ impl GoBgp {
     }
 
     pub fn cli(&self, args: &[&str]) -> String {
-        let out = Command::new("gobgp")
+        let out = cmd("gobgp")
             .args(["-u", &self.api_host, "-p", &self.api_port.to_string()])
             .args(args)
             .output();
