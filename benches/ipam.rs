@@ -7,8 +7,7 @@ use std::time::SystemTime;
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use strata_ipam::pool::Pool;
 use strata_ipam::{
-    Allocator, AllocatorConfig, ClusterPool, FamilyPlan, Ipam, Op, Owner, Record, RedbStore,
-    Store,
+    Allocator, AllocatorConfig, ClusterPool, FamilyPlan, Ipam, Op, Owner, Record, RedbStore, Store,
 };
 
 fn alloc_release(c: &mut Criterion) {
@@ -42,7 +41,9 @@ fn alloc_release(c: &mut Criterion) {
             i += 1;
             let (change, _) = allocator.plan_allocate(owner).unwrap();
             allocator.apply(&change);
-            let (change, _) = allocator.plan_release(SystemTime::UNIX_EPOCH, owner).unwrap();
+            let (change, _) = allocator
+                .plan_release(SystemTime::UNIX_EPOCH, owner)
+                .unwrap();
             allocator.apply(&change);
         })
     });

@@ -59,7 +59,10 @@ fn cluster(namespaces: usize, pods_per_ns: usize) -> Cluster {
             name: format!("ns{i}"),
             labels: labels(&[
                 ("team", format!("t{}", i % 5)),
-                ("env", if i.is_multiple_of(2) { "prod" } else { "dev" }.to_string()),
+                (
+                    "env",
+                    if i.is_multiple_of(2) { "prod" } else { "dev" }.to_string(),
+                ),
             ]),
         });
         for j in 0..pods_per_ns {
