@@ -285,7 +285,7 @@ impl Results {
             update("nftables", "incremental"),
         ) {
             out.push(format!(
-                "One pod relabelled at N = {}: Strata {} ms from the change to the maps ({} ms of it in `Datapath::sync`, the rest in the policy compiler), flat iptables {} ms, Calico-style {} ms, nftables {} ms (incremental updates, render included).",
+                "One pod relabelled at N = {}: Strata {} ms from the change to the maps ({} ms of it in `Datapath::apply_diff`, the rest in the policy compiler), flat iptables {} ms, Calico-style {} ms, nftables {} ms (incremental updates, render included).",
                 thousands(big as f64),
                 short(st.ms.median),
                 short(st.kernel_ms.median),
@@ -396,7 +396,7 @@ impl Results {
         self.traffic_table(&mut s, |t| format!("{:.0}", t.setup_ms));
         let _ = writeln!(
             s,
-            "## Update latency\n\nPer cell: milliseconds from the change to the kernel enforcing it, median [min–max]; the median of the kernel-facing part alone (restore commands, `nft`, `Datapath::sync`); the operations carried.\n"
+            "## Update latency\n\nPer cell: milliseconds from the change to the kernel enforcing it, median [min–max]; the median of the kernel-facing part alone (restore commands, `nft`, `Datapath::apply_diff`); the operations carried.\n"
         );
         let _ = writeln!(s, "![Update latency against N]({plots}/update.svg)\n");
         let mut kinds: Vec<(String, String, String)> = self
@@ -458,7 +458,7 @@ impl Results {
         let _ = writeln!(s, "## State size\n");
         let _ = writeln!(
             s,
-            "Rules, then set members / map elements / eBPF map entries, then bytes of the policy state where they can be known: Strata: map entries × (key + value size) of the endpoint, ipcache and policy maps (this kernel reports `memlock: 0` for LPM tries in `/proc/self/fdinfo`), with the kernel `memlock` of the constant, preallocated maps (conntrack LRU, counters, events) in brackets; ipset: the kernel's \"Size in memory\". The kernel does not report the memory of an iptables table or an nftables set.\n"
+            "Rules, then set members / map elements / eBPF map entries, then bytes of the policy state where they can be known: Strata: map entries × (key + value size) of the endpoint, ipcache and policy maps (this kernel reports `memlock: 0` for LPM tries in `/proc/self/fdinfo`), and in brackets the kernel's `memlock` summed over all the datapath's maps (hash maps count their allocated elements, the conntrack LRU is preallocated in full); ipset: the kernel's \"Size in memory\". The kernel does not report the memory of an iptables table or an nftables set.\n"
         );
         let _ = write!(s, "| variant |");
         for n in &sizes {
@@ -740,8 +740,9 @@ undone (unmeasured) before the next sample. iptables *full*: re-render, ipset re
 `iptables-restore` of the whole table; *incremental*: ipset member changes and one \
 `iptables-restore --noflush` deleting and inserting rules by position (small chains rewritten). \
 nftables: one `nft -f` transaction of element and chain changes (*incremental*) or the table \
-replaced (*full*). Strata: `PolicyEngine::apply` (incremental compile), its diff applied to the \
-node's map state, and `Datapath::sync` (kernel map diff). The kernel-facing part of \
+replaced (*full*). Strata: `PolicyEngine::apply` (incremental compile), its diff translated for \
+the node's endpoints (`translate::diff_from_policy`) and applied to the kernel maps \
+(`Datapath::apply_diff`). The kernel-facing part of \
 iptables and nftables updates includes starting `ipset`, `iptables-restore` and `nft` (through \
 `ip netns exec`), as controllers that drive them do; Strata's is in-process system calls.
 - **BPF_PROG_TEST_RUN**: the `to_pod` program on the server endpoint with the compiled maps, \

@@ -17,7 +17,7 @@ use strata_datapath::{
     loader::Datapath,
     netns::Lab,
     state::MapState,
-    translate::{EndpointSpec, add_endpoint, add_prefix},
+    translate::{EndpointSpec, Placement, add_endpoint, add_prefix, diff_from_policy},
 };
 use strata_policy::{Change, Cluster, PolicyEngine};
 
@@ -231,77 +231,6 @@ fn strata_state(engine: &PolicyEngine, locals: &[(LocalEndpoint, u32)]) -> Resul
     Ok(state)
 }
 
-/// Applies a compiler diff to the map state of the local endpoints (ipcache prefixes,
-/// endpoint identity and enforcement, policy entries): what the agent does between
-/// `PolicyEngine::apply` and `Datapath::sync`, without rebuilding the state.
-fn apply_diff(
-    state: &mut MapState,
-    locals: &[(LocalEndpoint, u32)],
-    diff: &strata_policy::Diff,
-) -> Result<(), Error> {
-    use strata_datapath::abi::{
-        EP_ENFORCE_EGRESS, EP_ENFORCE_INGRESS, IpcacheKey, PolicyKey, PolicyValue,
-    };
-    use strata_datapath::translate::{direction, verdict};
-    use strata_policy::Direction;
-    for net in &diff.ipcache_delete {
-        state
-            .ipcache
-            .remove(&IpcacheKey::prefix(net.addr(), net.prefix_len()));
-    }
-    for e in &diff.ipcache_set {
-        add_prefix(state, e.prefix.addr(), e.prefix.prefix_len(), e.identity.0)?;
-    }
-    for ed in &diff.endpoints {
-        let Some((_, ifindex)) = locals.iter().find(|(l, _)| l.pod == ed.endpoint) else {
-            continue;
-        };
-        let Some(ep) = state.endpoints.get_mut(ifindex) else {
-            return Err(Error::Endpoint {
-                pod: ed.endpoint.to_string(),
-                reason: "local endpoint missing from the map state".into(),
-            });
-        };
-        ep.identity = ed.identity.0;
-        ep.flags = 0;
-        if ed.ingress_enforced {
-            ep.flags |= EP_ENFORCE_INGRESS;
-        }
-        if ed.egress_enforced {
-            ep.flags |= EP_ENFORCE_EGRESS;
-        }
-        let id = ep.endpoint_id;
-        for (d, md) in [
-            (Direction::Ingress, &ed.ingress),
-            (Direction::Egress, &ed.egress),
-        ] {
-            let key = |k: &strata_policy::EntryKey| {
-                PolicyKey::entry(
-                    id,
-                    k.identity,
-                    direction(d),
-                    k.protocol,
-                    k.port,
-                    k.port_prefix_len,
-                )
-            };
-            for k in &md.delete {
-                state.policy.remove(&key(k));
-            }
-            for e in &md.add {
-                state.policy.insert(
-                    key(&e.key),
-                    PolicyValue {
-                        verdict: verdict(e.verdict),
-                        rule: 0,
-                    },
-                );
-            }
-        }
-    }
-    Ok(())
-}
-
 /// How an update is pushed to the kernel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum UpdateMode {
@@ -393,7 +322,8 @@ impl Enforcer {
 
     /// Pushes `change` (already applied to `cluster`) to the kernel. Returns the number of
     /// kernel-side operations it carried (rules, set members, map entries or elements) and
-    /// the time spent in the kernel-facing part (the restore commands, `nft`, the map sync).
+    /// the time spent in the kernel-facing part (the restore commands, `nft`,
+    /// `Datapath::apply_diff`).
     pub fn update(
         &mut self,
         cluster: &Cluster,
@@ -413,10 +343,18 @@ impl Enforcer {
                 state,
             } => {
                 let diff = engine.apply(change.clone())?;
-                apply_diff(state, &self.locals, &diff)?;
+                let placement: Placement = self
+                    .locals
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (l, ifindex))| (l.pod.to_string(), (*ifindex, i as u32 + 1)))
+                    .collect();
+                let maps = diff_from_policy(&diff, &placement, state)?;
                 let t = Instant::now();
-                let stats = datapath.sync(state)?;
-                Ok((stats.upserts + stats.removals, t.elapsed()))
+                let stats = datapath.apply_diff(&maps)?;
+                let took = t.elapsed();
+                maps.apply(state);
+                Ok((stats.upserts + stats.removals, took))
             }
             Applied::Iptables(old) => {
                 let old = old.clone();
@@ -491,8 +429,7 @@ impl Enforcer {
                     + state.ipcache.len() * (size_of::<IpcacheKey>() + size_of::<IpcacheValue>())
                     + state.endpoints.len() * (size_of::<u32>() + size_of::<Endpoint>());
                 f.kernel_bytes = Some(bytes as u64);
-                let (lpm, all) = bpf_map_memory()?;
-                f.other_bytes = Some(all - lpm);
+                f.other_bytes = Some(bpf_map_memory()?);
             }
             Applied::Iptables(r) => {
                 f.rules = r.rule_count();
@@ -615,18 +552,18 @@ pub struct Footprint {
     /// Bytes of the policy state: Strata's map entries × (key + value) (the kernel reports no
     /// usage for LPM tries), ipsets' kernel "Size in memory"; `None` where nothing is readable.
     pub kernel_bytes: Option<u64>,
-    /// Strata: kernel `memlock` of the other maps (preallocated conntrack, endpoints,
-    /// counters, events), constant in N.
+    /// Strata: the kernel's `memlock` summed over all the datapath's maps (LPM tries report
+    /// 0, hash maps their allocated elements, the conntrack LRU and arrays their full size).
     pub other_bytes: Option<u64>,
 }
 
-/// Sums `memlock` over the eBPF maps this process holds: (LPM tries, all maps).
-fn bpf_map_memory() -> Result<(u64, u64), Error> {
+/// Sums the kernel's `memlock` over the eBPF maps this process holds (`/proc/self/fdinfo`).
+fn bpf_map_memory() -> Result<u64, Error> {
     let dir = std::fs::read_dir("/proc/self/fdinfo").map_err(|e| Error::Io {
         operation: "read /proc/self/fdinfo".into(),
         source: e,
     })?;
-    let (mut lpm, mut all) = (0, 0);
+    let mut all = 0;
     for e in dir.flatten() {
         let Ok(text) = std::fs::read_to_string(e.path()) else {
             continue;
@@ -636,15 +573,11 @@ fn bpf_map_memory() -> Result<(u64, u64), Error> {
                 .find_map(|l| l.strip_prefix(name))
                 .and_then(|v| v.trim().parse::<u64>().ok())
         };
-        if let (Some(t), Some(mem)) = (field("map_type:"), field("memlock:")) {
+        if let (Some(_), Some(mem)) = (field("map_type:"), field("memlock:")) {
             all += mem;
-            // BPF_MAP_TYPE_LPM_TRIE
-            if t == 11 {
-                lpm += mem;
-            }
         }
     }
-    Ok((lpm, all))
+    Ok(all)
 }
 
 /// Pins the calling thread to `cpu` with `taskset` (no-op when the machine has one CPU).
@@ -991,7 +924,7 @@ impl Rig {
 pub struct UpdateTiming {
     /// From the change to the kernel enforcing it (render or compile included).
     pub total: Duration,
-    /// The kernel-facing part alone (restore commands, `nft`, `Datapath::sync`).
+    /// The kernel-facing part alone (restore commands, `nft`, `Datapath::apply_diff`).
     pub kernel: Duration,
     /// Kernel-side operations carried.
     pub ops: usize,
