@@ -225,26 +225,39 @@ impl Results {
         }
         let mid = if sizes.contains(&10_000) { 10_000 } else { big };
         if let Some(r) = self.pps_ratio("strata", "iptables-flat", mid) {
+            let at_big = if mid != big {
+                self.pps_ratio("strata", "iptables-flat", big)
+                    .map(|b| format!(" (at N = {}: {:.1}×)", thousands(big as f64), b))
+                    .unwrap_or_default()
+            } else {
+                String::new()
+            };
             out.push(format!(
-                "At N = {}, Strata forwards {:.1}× the UDP packets per second of flat iptables (target: at least 30×): {}.",
+                "At N = {}, Strata forwards {:.1}× the UDP packets per second of flat iptables (target: at least 30×): {}{at_big}.",
                 thousands(mid as f64),
                 r,
                 if r >= 30.0 { "met" } else { "not met" }
             ));
         }
-        if let (Some(&small), Some(a), Some(b)) = (
-            sizes.first(),
-            self.traffic("strata", sizes[0]),
-            self.traffic("strata", big),
-        ) && small != big
-            && a.udp_pps.median > 0.0
+        if let Some(&small) = sizes.first()
+            && small != big
         {
-            out.push(format!(
-                "Strata's rate at N = {} is {:.1}% of its rate at N = {} (O(1) per packet: two LPM lookups whatever N).",
-                thousands(big as f64),
-                100.0 * b.udp_pps.median / a.udp_pps.median,
-                thousands(small as f64)
-            ));
+            let keep = |v: &str| {
+                let (a, b) = (self.traffic(v, small)?, self.traffic(v, big)?);
+                (a.udp_pps.median > 0.0).then(|| 100.0 * b.udp_pps.median / a.udp_pps.median)
+            };
+            let parts: Vec<String> = ["strata", "iptables-flat", "iptables-calico", "nftables"]
+                .iter()
+                .filter_map(|v| keep(v).map(|k| format!("{} {k:.1}%", label(v))))
+                .collect();
+            if !parts.is_empty() {
+                out.push(format!(
+                    "Rate at N = {} as a share of the same variant's rate at N = {}: {}.",
+                    thousands(big as f64),
+                    thousands(small as f64),
+                    parts.join(", ")
+                ));
+            }
         }
         for other in ["iptables-calico", "nftables"] {
             if let (Some(r), Some(s)) = (
