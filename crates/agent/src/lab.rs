@@ -16,15 +16,14 @@ use std::{
 };
 
 use anyhow::{Context, bail};
-use serde::Serialize;
 use strata_datapath::{
     netns::{Lab, Probe, Proto, cleanup_registered},
     translate::{Placement, state_from_compiled},
 };
-use strata_k8s::manifest::Manifests;
 use strata_policy::{Cluster, Flow, ObjectKey, PolicyEngine, Protocol, Verdict};
 
 use crate::Format;
+use crate::policy::{Cell, load, parse_probe};
 
 /// Arguments of `strata lab`.
 #[derive(clap::Args, Debug)]
@@ -105,19 +104,6 @@ struct Observe {
     hold: Duration,
 }
 
-fn parse_probe(s: &str) -> Result<(u16, Protocol), String> {
-    let (port, proto) = s
-        .split_once('/')
-        .ok_or_else(|| format!("{s:?} is not PORT/PROTO (for example 80/TCP)"))?;
-    let port: u16 = port
-        .parse()
-        .ok()
-        .filter(|p| *p != 0)
-        .ok_or_else(|| format!("{port:?} is not a port in 1..=65535"))?;
-    let proto: Protocol = proto.to_ascii_uppercase().parse()?;
-    Ok((port, proto))
-}
-
 /// Runs `strata lab`.
 pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     match args.command {
@@ -138,25 +124,6 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
             })
         }
     }
-}
-
-/// One cell of a reachability matrix, as `strata policy matrix` prints it.
-#[derive(Serialize, Clone, Debug, PartialEq, Eq)]
-struct Cell {
-    from: String,
-    to: String,
-    port: u16,
-    protocol: Protocol,
-    allowed: bool,
-}
-
-fn load(files: &[PathBuf]) -> anyhow::Result<Cluster> {
-    let manifests = Manifests::read_files(files)?;
-    let input = strata_k8s::policy::cluster_from_manifests(&manifests)?;
-    for w in &input.warnings {
-        eprintln!("strata: warning: {w}");
-    }
-    Ok(input.cluster)
 }
 
 fn proto(p: Protocol) -> Proto {

@@ -66,7 +66,8 @@ struct CompileArgs {
     format: CompileFormat,
 }
 
-fn parse_probe(s: &str) -> Result<(u16, Protocol), String> {
+/// Parses a probe such as `80/TCP` (shared with `strata lab`).
+pub(crate) fn parse_probe(s: &str) -> Result<(u16, Protocol), String> {
     let (port, proto) = s
         .split_once('/')
         .ok_or_else(|| format!("{s:?} is not PORT/PROTO (for example 80/TCP)"))?;
@@ -87,7 +88,9 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn load(files: &[PathBuf]) -> anyhow::Result<Cluster> {
+/// Reads manifests into a policy cluster, printing the reader's warnings (shared with
+/// `strata lab`).
+pub(crate) fn load(files: &[PathBuf]) -> anyhow::Result<Cluster> {
     let manifests = Manifests::read_files(files)?;
     let input = strata_k8s::policy::cluster_from_manifests(&manifests)?;
     for w in &input.warnings {
@@ -96,13 +99,15 @@ fn load(files: &[PathBuf]) -> anyhow::Result<Cluster> {
     Ok(input.cluster)
 }
 
-#[derive(Serialize)]
-struct Cell {
-    from: String,
-    to: String,
-    port: u16,
-    protocol: Protocol,
-    allowed: bool,
+/// One cell of a reachability matrix: the JSON contract of `strata policy matrix`, which
+/// `strata lab probe` prints too.
+#[derive(Serialize, Clone, Debug, PartialEq, Eq)]
+pub(crate) struct Cell {
+    pub(crate) from: String,
+    pub(crate) to: String,
+    pub(crate) port: u16,
+    pub(crate) protocol: Protocol,
+    pub(crate) allowed: bool,
 }
 
 fn pod_key(cluster: &Cluster, s: &str) -> anyhow::Result<ObjectKey> {
