@@ -5,6 +5,7 @@
 use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
+use strata_bench::versus::scale::Scenario;
 use strata_policy::{
     Change, Cluster, ContainerPort, Direction, Identity, IpBlock, LabelSelector, Labels, Namespace,
     NetworkPolicy, ObjectKey, Peer, Pod, PolicyEngine, PolicyPort, PortSpec, Protocol, Rule,
@@ -245,5 +246,29 @@ fn lookups(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, compile, relabel, lookups);
+/// The benchmark engineer's cluster (`strata_bench::versus::scale`): one server endpoint with
+/// 100,000 ingress entries (10,000 peers, one identity each, 10 entries per peer). Relabelling
+/// one peer out of its group changes 10 of the server's entries.
+fn relabel_big_map(c: &mut Criterion) {
+    let scenario = Scenario::generate(100_000).unwrap();
+    assert_eq!(scenario.entries, 100_000);
+    let mut engine = PolicyEngine::compile(&scenario.cluster);
+    let (out, back) = (scenario.relabel(), scenario.relabel_back());
+    let d = engine.apply(out.clone()).unwrap();
+    assert_eq!(d.entry_changes(), 10);
+    engine.apply(back.clone()).unwrap();
+    let mut group = c.benchmark_group("policy");
+    group.sample_size(10);
+    let mut flip = false;
+    group.bench_function("relabel one peer, endpoint with 100k entries", |b| {
+        b.iter(|| {
+            flip = !flip;
+            let change = if flip { &out } else { &back };
+            black_box(engine.apply(change.clone()).unwrap())
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, compile, relabel, relabel_big_map, lookups);
 criterion_main!(benches);

@@ -28,7 +28,7 @@ use crate::ipcache::{IpCache, IpCacheEntry};
 use crate::labels::Labels;
 use crate::map::{
     Direction, DirectionPolicy, EndpointPolicy, Entry, EntryKey, Identity, MapDiff, PolicyMap,
-    Verdict, lookup, port_range_prefixes,
+    Verdict, identity_keys, lookup, port_range_prefixes, push_down,
 };
 use crate::model::{
     Cluster, IpBlock, Namespace, NetworkPolicy, ObjectKey, Peer, Pod, PortSpec, Protocol, Rule,
@@ -194,6 +194,150 @@ struct SubjectKey {
 struct SubjectState {
     policy: Arc<EndpointPolicy>,
     endpoints: BTreeSet<ObjectKey>,
+    raw: SubjectRaw,
+}
+
+/// Per key of a map before deny push-down: how many rule entries allow it, how many deny it.
+type RawCounts = BTreeMap<EntryKey, (u32, u32)>;
+
+/// What one policy contributes to a subject it selects, per direction (ingress, egress).
+#[derive(Clone, Default)]
+struct PolicyContrib {
+    isolates: [bool; 2],
+    rules: [Vec<Arc<Vec<Entry>>>; 2],
+}
+
+/// How a subject's maps are made, kept so that a change to one policy's contribution (a peer
+/// identity entering or leaving a rule, a policy changed) updates only the keys it touches.
+#[derive(Default)]
+struct SubjectRaw {
+    /// Per policy selecting the subject.
+    contrib: HashMap<ObjectKey, PolicyContrib>,
+    /// Per direction, every rule entry counted by key and verdict.
+    counts: [RawCounts; 2],
+    /// Per direction, number of selecting policies that isolate.
+    isolating: [u32; 2],
+}
+
+/// Subjects to recompute: `None` from scratch (a new subject), else only the contributions
+/// of these policies.
+type Dirty = BTreeMap<SubjectKey, Option<BTreeSet<ObjectKey>>>;
+
+fn mark(dirty: &mut Dirty, subject: SubjectKey, policy: Option<&ObjectKey>) {
+    use std::collections::btree_map::Entry as Slot;
+    match (dirty.entry(subject), policy) {
+        (Slot::Occupied(mut o), Some(k)) => {
+            if let Some(set) = o.get_mut() {
+                set.insert(k.clone());
+            }
+        }
+        (Slot::Occupied(mut o), None) => *o.get_mut() = None,
+        (Slot::Vacant(v), k) => {
+            v.insert(k.map(|k| BTreeSet::from([k.clone()])));
+        }
+    }
+}
+
+fn count(counts: &mut RawCounts, entry: &Entry) {
+    let c = counts.entry(entry.key).or_default();
+    match entry.verdict {
+        Verdict::Allow => c.0 += 1,
+        Verdict::Deny => c.1 += 1,
+    }
+}
+
+fn uncount(counts: &mut RawCounts, entry: &Entry) {
+    if let Some(c) = counts.get_mut(&entry.key) {
+        match entry.verdict {
+            Verdict::Allow => c.0 -= 1,
+            Verdict::Deny => c.1 -= 1,
+        }
+        if *c == (0, 0) {
+            counts.remove(&entry.key);
+        }
+    }
+}
+
+/// The final entries of one identity from the raw counts.
+fn resolve_identity(counts: &RawCounts, identity: u32, out: &mut Vec<Entry>) {
+    let raw: Vec<(EntryKey, bool)> = counts
+        .range(identity_keys(identity))
+        .map(|(k, c)| (*k, c.1 > 0))
+        .collect();
+    push_down(&raw, out);
+}
+
+/// The map made from raw counts (deny push-down per identity).
+fn build_map(counts: &RawCounts) -> PolicyMap {
+    let mut map = PolicyMap::new();
+    let mut group: Vec<(EntryKey, bool)> = Vec::new();
+    let mut out = Vec::new();
+    let mut flush = |group: &mut Vec<(EntryKey, bool)>, map: &mut PolicyMap| {
+        out.clear();
+        push_down(group, &mut out);
+        for e in &out {
+            map.insert(e.key, e.verdict);
+        }
+        group.clear();
+    };
+    for (k, c) in counts {
+        if group.first().is_some_and(|g| g.0.identity != k.identity) {
+            flush(&mut group, &mut map);
+        }
+        group.push((*k, c.1 > 0));
+    }
+    flush(&mut group, &mut map);
+    map
+}
+
+/// Entries in `old` and not in `new`, and in `new` and not in `old` (as multisets).
+fn rules_diff(old: &[Arc<Vec<Entry>>], new: &[Arc<Vec<Entry>>]) -> (Vec<Entry>, Vec<Entry>) {
+    let flat = |rules: &[Arc<Vec<Entry>>]| {
+        let mut v: Vec<Entry> = rules.iter().flat_map(|r| r.iter().copied()).collect();
+        v.sort_unstable();
+        v
+    };
+    let (old, new) = (flat(old), flat(new));
+    let (mut removed, mut added) = (Vec::new(), Vec::new());
+    let (mut i, mut j) = (0, 0);
+    while i < old.len() || j < new.len() {
+        match (old.get(i), new.get(j)) {
+            (Some(a), Some(b)) if a == b => {
+                i += 1;
+                j += 1;
+            }
+            (Some(a), Some(b)) if a < b => {
+                removed.push(*a);
+                i += 1;
+            }
+            (Some(a), None) => {
+                removed.push(*a);
+                i += 1;
+            }
+            (_, Some(b)) => {
+                added.push(*b);
+                j += 1;
+            }
+            (None, None) => break,
+        }
+    }
+    (removed, added)
+}
+
+fn same_rules(old: &[Arc<Vec<Entry>>], new: &[Arc<Vec<Entry>>]) -> bool {
+    old.len() == new.len()
+        && old
+            .iter()
+            .zip(new)
+            .all(|(a, b)| Arc::ptr_eq(a, b) || a == b)
+}
+
+/// The state of an endpoint before an update: a snapshot, or (for an endpoint the update does
+/// not touch, in a subject updated in place) "as the subject was", whose changes are the
+/// subject's diff.
+enum Before {
+    Snapshot(Visible),
+    Subject(SubjectKey),
 }
 
 #[derive(Clone)]
@@ -417,8 +561,8 @@ impl PolicyEngine {
     ) -> Diff {
         let mut ev = Events::default();
         let mut dirty_prefixes: BTreeSet<IpNet> = BTreeSet::new();
-        let mut dirty_subjects: BTreeSet<SubjectKey> = BTreeSet::new();
-        let mut old_visible: BTreeMap<ObjectKey, Visible> = BTreeMap::new();
+        let mut dirty_subjects: Dirty = BTreeMap::new();
+        let mut old_visible: BTreeMap<ObjectKey, Before> = BTreeMap::new();
 
         if blocks_changed {
             // Every pod whose address may have changed membership, and every prefix.
@@ -453,12 +597,16 @@ impl PolicyEngine {
         }
 
         // Subjects to recompute.
+        let mut selected = BTreeSet::new();
         for (key, old) in &policies {
             if let Some(old) = old {
-                self.selected_subjects(old, &mut dirty_subjects);
+                self.selected_subjects(old, &mut selected);
             }
             if let Some(new) = self.cluster.policy(key) {
-                self.selected_subjects(new, &mut dirty_subjects);
+                self.selected_subjects(new, &mut selected);
+            }
+            for subject in std::mem::take(&mut selected) {
+                mark(&mut dirty_subjects, subject, Some(key));
             }
         }
         if !ev.allocated.is_empty() || !ev.released.is_empty() {
@@ -466,30 +614,67 @@ impl PolicyEngine {
                 ev.allocated.values().chain(ev.released.values()).collect();
             for policy in self.cluster.policies() {
                 if changed.iter().any(|l| refers_to(policy, l)) {
-                    self.selected_subjects(policy, &mut dirty_subjects);
+                    self.selected_subjects(policy, &mut selected);
+                    let key = policy.key();
+                    for subject in std::mem::take(&mut selected) {
+                        mark(&mut dirty_subjects, subject, Some(&key));
+                    }
                 }
             }
         }
         let mut memo = Memo::new();
-        for subject in dirty_subjects {
+        let mut subject_diffs: HashMap<SubjectKey, [MapDiff; 2]> = HashMap::new();
+        for (subject, refresh) in dirty_subjects {
             let Some(state) = self.subjects.get(&subject) else {
                 continue;
             };
-            let new = self.compile_subject(&subject, &mut memo);
-            if *state.policy == new {
-                continue;
-            }
-            for ep in &state.endpoints {
-                if !old_visible.contains_key(ep) {
-                    old_visible.insert(ep.clone(), self.visible(ep));
+            let Some(policies) = refresh else {
+                let (new, raw) = self.compile_subject(&subject, &mut memo);
+                if *state.policy != new {
+                    for ep in &state.endpoints {
+                        if !old_visible.contains_key(ep) {
+                            old_visible.insert(ep.clone(), Before::Snapshot(self.visible(ep)));
+                        }
+                    }
                 }
+                let state = self.subjects.get_mut(&subject).expect("present");
+                state.raw = raw;
+                if *state.policy != new {
+                    state.policy = Arc::new(new);
+                }
+                continue;
+            };
+            if let Some(diffs) = self.refresh_subject(&subject, &policies, &mut memo) {
+                for ep in &self.subjects[&subject].endpoints {
+                    if !old_visible.contains_key(ep) {
+                        old_visible.insert(ep.clone(), Before::Subject(subject.clone()));
+                    }
+                }
+                subject_diffs.insert(subject, diffs);
             }
-            self.subjects.get_mut(&subject).expect("present").policy = Arc::new(new);
         }
 
         // The diff.
         let mut diff = Diff::default();
-        for (key, old) in old_visible {
+        for (key, before) in old_visible {
+            let old = match before {
+                Before::Snapshot(old) => old,
+                Before::Subject(subject) => {
+                    let (identity, addresses, policy) =
+                        self.visible(&key).expect("untouched endpoint");
+                    let [ingress, egress] = subject_diffs[&subject].clone();
+                    diff.endpoints.push(EndpointDiff {
+                        endpoint: key,
+                        identity,
+                        addresses,
+                        ingress_enforced: policy.ingress.enforced,
+                        egress_enforced: policy.egress.enforced,
+                        ingress,
+                        egress,
+                    });
+                    continue;
+                }
+            };
             let new = self.visible(&key);
             match (old, new) {
                 (Some(_), None) => diff.removed_endpoints.push(key),
@@ -609,11 +794,11 @@ impl PolicyEngine {
         key: &ObjectKey,
         ev: &mut Events,
         dirty_prefixes: &mut BTreeSet<IpNet>,
-        dirty_subjects: &mut BTreeSet<SubjectKey>,
-        old_visible: &mut BTreeMap<ObjectKey, Visible>,
+        dirty_subjects: &mut Dirty,
+        old_visible: &mut BTreeMap<ObjectKey, Before>,
     ) {
         if !old_visible.contains_key(key) {
-            old_visible.insert(key.clone(), self.visible(key));
+            old_visible.insert(key.clone(), Before::Snapshot(self.visible(key)));
         }
         let pod = self.cluster.pod(key).cloned();
         // New state first (acquire before release keeps unchanged identities).
@@ -724,13 +909,14 @@ impl PolicyEngine {
                         SubjectState {
                             policy: Arc::new(EndpointPolicy::default()),
                             endpoints: BTreeSet::from([key.clone()]),
+                            raw: SubjectRaw::default(),
                         },
                     );
                     self.subjects_by_ns
                         .entry(subject.namespace.clone())
                         .or_default()
                         .insert(subject.clone());
-                    dirty_subjects.insert(subject);
+                    mark(dirty_subjects, subject, None);
                 }
             }
             self.endpoints.insert(key.clone(), state);
@@ -928,44 +1114,37 @@ impl PolicyEngine {
         }
     }
 
-    fn compile_subject(&self, subject: &SubjectKey, memo: &mut Memo) -> EndpointPolicy {
-        let mut enforced = [false, false];
-        let mut entries: [Vec<Entry>; 2] = [Vec::new(), Vec::new()];
-        for policy in self.cluster.policies_in(&subject.namespace) {
-            if !policy.pod_selector.matches(&subject.labels) {
-                continue;
-            }
-            for (d, direction) in [Direction::Ingress, Direction::Egress]
-                .into_iter()
-                .enumerate()
-            {
-                if policy.isolates(direction) {
-                    enforced[d] = true;
-                }
-                let lists = [
-                    (false, policy.allow_rules(direction), Verdict::Allow),
-                    (true, policy.deny_rules(direction), Verdict::Deny),
-                ];
-                for (deny, rules, verdict) in lists {
-                    for (i, rule) in rules.iter().enumerate() {
-                        let per_subject = direction == Direction::Ingress
-                            && rule
-                                .ports
-                                .iter()
-                                .any(|p| matches!(p.port, Some(PortSpec::Name(_))));
-                        if per_subject {
-                            self.rule_entries(
-                                policy,
-                                direction,
-                                rule,
-                                verdict,
-                                subject,
-                                &mut entries[d],
-                            );
-                            continue;
-                        }
+    /// What `policy` (which selects `subject`) contributes to its maps.
+    fn policy_contrib(
+        &self,
+        policy: &NetworkPolicy,
+        subject: &SubjectKey,
+        memo: &mut Memo,
+    ) -> PolicyContrib {
+        let mut contrib = PolicyContrib::default();
+        for (d, direction) in [Direction::Ingress, Direction::Egress]
+            .into_iter()
+            .enumerate()
+        {
+            contrib.isolates[d] = policy.isolates(direction);
+            let lists = [
+                (false, policy.allow_rules(direction), Verdict::Allow),
+                (true, policy.deny_rules(direction), Verdict::Deny),
+            ];
+            for (deny, rules, verdict) in lists {
+                for (i, rule) in rules.iter().enumerate() {
+                    let per_subject = direction == Direction::Ingress
+                        && rule
+                            .ports
+                            .iter()
+                            .any(|p| matches!(p.port, Some(PortSpec::Name(_))));
+                    let entries = if per_subject {
+                        let mut v = Vec::new();
+                        self.rule_entries(policy, direction, rule, verdict, subject, &mut v);
+                        Arc::new(v)
+                    } else {
                         let key = (policy.key(), direction, deny, i);
-                        let cached = match memo.get(&key) {
+                        match memo.get(&key) {
                             Some(c) => c.clone(),
                             None => {
                                 let mut v = Vec::new();
@@ -976,23 +1155,153 @@ impl PolicyEngine {
                                 memo.insert(key, v.clone());
                                 v
                             }
-                        };
-                        entries[d].extend(cached.iter().copied());
+                        }
+                    };
+                    if !entries.is_empty() {
+                        contrib.rules[d].push(entries);
                     }
                 }
             }
         }
-        let [ingress, egress] = entries;
-        EndpointPolicy {
+        contrib
+    }
+
+    fn compile_subject(
+        &self,
+        subject: &SubjectKey,
+        memo: &mut Memo,
+    ) -> (EndpointPolicy, SubjectRaw) {
+        let mut raw = SubjectRaw::default();
+        for policy in self.cluster.policies_in(&subject.namespace) {
+            if !policy.pod_selector.matches(&subject.labels) {
+                continue;
+            }
+            let contrib = self.policy_contrib(policy, subject, memo);
+            for d in 0..2 {
+                raw.isolating[d] += u32::from(contrib.isolates[d]);
+                for rule in &contrib.rules[d] {
+                    for e in rule.iter() {
+                        count(&mut raw.counts[d], e);
+                    }
+                }
+            }
+            raw.contrib.insert(policy.key(), contrib);
+        }
+        let policy = EndpointPolicy {
             ingress: DirectionPolicy {
-                enforced: enforced[0],
-                entries: PolicyMap::from_entries(ingress),
+                enforced: raw.isolating[0] > 0,
+                entries: build_map(&raw.counts[0]),
             },
             egress: DirectionPolicy {
-                enforced: enforced[1],
-                entries: PolicyMap::from_entries(egress),
+                enforced: raw.isolating[1] > 0,
+                entries: build_map(&raw.counts[1]),
             },
+        };
+        (policy, raw)
+    }
+
+    /// Recomputes the contributions of `policies` to an existing subject and updates its maps
+    /// in place, touching only the identities whose keys changed. Returns the maps' changes
+    /// (ingress, egress), or `None` when nothing changed.
+    fn refresh_subject(
+        &mut self,
+        subject: &SubjectKey,
+        policies: &BTreeSet<ObjectKey>,
+        memo: &mut Memo,
+    ) -> Option<[MapDiff; 2]> {
+        let news: Vec<(ObjectKey, Option<PolicyContrib>)> = policies
+            .iter()
+            .map(|key| {
+                let new = self
+                    .cluster
+                    .policy(key)
+                    .filter(|p| {
+                        p.namespace == subject.namespace && p.pod_selector.matches(&subject.labels)
+                    })
+                    .map(|p| self.policy_contrib(p, subject, memo));
+                (key.clone(), new)
+            })
+            .collect();
+        let state = self.subjects.get_mut(subject)?;
+        let raw = &mut state.raw;
+        let mut affected: [BTreeSet<u32>; 2] = Default::default();
+        for (key, new) in news {
+            let old = raw.contrib.remove(&key);
+            for (d, affected) in affected.iter_mut().enumerate() {
+                let was = old.as_ref().is_some_and(|c| c.isolates[d]);
+                let is = new.as_ref().is_some_and(|c| c.isolates[d]);
+                raw.isolating[d] = raw.isolating[d] + u32::from(is) - u32::from(was);
+                let old_rules = old.as_ref().map_or(&[][..], |c| &c.rules[d][..]);
+                let new_rules = new.as_ref().map_or(&[][..], |c| &c.rules[d][..]);
+                if same_rules(old_rules, new_rules) {
+                    continue;
+                }
+                let (removed, added) = rules_diff(old_rules, new_rules);
+                for e in &removed {
+                    uncount(&mut raw.counts[d], e);
+                    affected.insert(e.key.identity);
+                }
+                for e in &added {
+                    count(&mut raw.counts[d], e);
+                    affected.insert(e.key.identity);
+                }
+            }
+            if let Some(new) = new {
+                raw.contrib.insert(key, new);
+            }
         }
+        let enforced = [raw.isolating[0] > 0, raw.isolating[1] > 0];
+        let mut diffs: [MapDiff; 2] = Default::default();
+        let mut finals = Vec::new();
+        for (d, direction) in [Direction::Ingress, Direction::Egress]
+            .into_iter()
+            .enumerate()
+        {
+            let map = &state.policy.direction(direction).entries;
+            for &identity in &affected[d] {
+                finals.clear();
+                resolve_identity(&raw.counts[d], identity, &mut finals);
+                let current: Vec<Entry> = map.identity_entries(identity).collect();
+                let (mut i, mut j) = (0, 0);
+                while i < current.len() || j < finals.len() {
+                    match (current.get(i), finals.get(j)) {
+                        (Some(c), Some(f)) if c.key == f.key => {
+                            if c.verdict != f.verdict {
+                                diffs[d].add.push(*f);
+                            }
+                            i += 1;
+                            j += 1;
+                        }
+                        (Some(c), Some(f)) if c.key < f.key => {
+                            diffs[d].delete.push(c.key);
+                            i += 1;
+                        }
+                        (Some(c), None) => {
+                            diffs[d].delete.push(c.key);
+                            i += 1;
+                        }
+                        (_, Some(f)) => {
+                            diffs[d].add.push(*f);
+                            j += 1;
+                        }
+                        (None, None) => break,
+                    }
+                }
+            }
+        }
+        let policy = &state.policy;
+        if diffs.iter().all(MapDiff::is_empty)
+            && policy.ingress.enforced == enforced[0]
+            && policy.egress.enforced == enforced[1]
+        {
+            return None;
+        }
+        let policy = Arc::make_mut(&mut state.policy);
+        policy.ingress.enforced = enforced[0];
+        policy.egress.enforced = enforced[1];
+        policy.ingress.entries.apply(&diffs[0]);
+        policy.egress.entries.apply(&diffs[1]);
+        Some(diffs)
     }
 
     /// The input as currently known.

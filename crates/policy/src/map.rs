@@ -278,6 +278,35 @@ pub fn port_range_prefixes(start: u16, end: u16) -> Vec<(u16, u8)> {
     out
 }
 
+/// Every key of one identity, as a range of the key order (identity first).
+pub(crate) fn identity_keys(identity: u32) -> std::ops::RangeInclusive<EntryKey> {
+    EntryKey {
+        identity,
+        protocol: 0,
+        port: 0,
+        port_prefix_len: 0,
+    }..=EntryKey {
+        identity,
+        protocol: u8::MAX,
+        port: u16::MAX,
+        port_prefix_len: u8::MAX,
+    }
+}
+
+/// The entries of one identity after deny push-down: `raw` holds the identity's distinct keys
+/// in key order with whether any rule denies exactly that key; an allow covered by a deny of
+/// the same identity becomes a deny (what [`PolicyMap::from_entries`] does per identity).
+pub(crate) fn push_down(raw: &[(EntryKey, bool)], out: &mut Vec<Entry>) {
+    let denies: Vec<EntryKey> = raw.iter().filter(|r| r.1).map(|r| r.0).collect();
+    for &(key, deny) in raw {
+        let deny = deny || denies.iter().any(|d| d.covers(&key));
+        out.push(Entry {
+            key,
+            verdict: if deny { Verdict::Deny } else { Verdict::Allow },
+        });
+    }
+}
+
 /// One entry of a compiled map.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Entry {
@@ -411,6 +440,16 @@ impl PolicyMap {
                 self.index.remove(&ik);
             }
         }
+    }
+
+    /// The entries of one peer identity, in key order.
+    pub(crate) fn identity_entries(&self, identity: u32) -> impl Iterator<Item = Entry> + '_ {
+        self.entries
+            .range(identity_keys(identity))
+            .map(|(k, v)| Entry {
+                key: *k,
+                verdict: *v,
+            })
     }
 
     /// The verdict stored under exactly `key`.
