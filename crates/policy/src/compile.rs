@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use crate::Error;
 use crate::identity::{IdentityAllocator, IdentityLabels, Subject};
 use crate::ipcache::{IpCache, IpCacheEntry};
-use crate::labels::Labels;
+use crate::labels::{LabelSelector, Labels};
 use crate::map::{
     Direction, DirectionPolicy, EndpointPolicy, Entry, EntryKey, Identity, MapDiff, PolicyMap,
     Verdict, identity_keys, lookup, port_range_prefixes, push_down,
@@ -219,6 +219,66 @@ struct SubjectRaw {
     isolating: [u32; 2],
 }
 
+/// Per namespace, label key and value: the items (identities, subjects) whose labels have it.
+/// Lets a selector with `matchLabels` look at the few candidates instead of a whole namespace.
+type LabelIndex<T> = HashMap<String, HashMap<String, HashMap<String, BTreeSet<T>>>>;
+
+fn index_labels<T: Ord + Clone>(index: &mut LabelIndex<T>, ns: &str, labels: &Labels, item: &T) {
+    let by_key = index.entry(ns.to_string()).or_default();
+    for (k, v) in labels {
+        by_key
+            .entry(k.clone())
+            .or_default()
+            .entry(v.clone())
+            .or_default()
+            .insert(item.clone());
+    }
+}
+
+fn unindex_labels<T: Ord>(index: &mut LabelIndex<T>, ns: &str, labels: &Labels, item: &T) {
+    let Some(by_key) = index.get_mut(ns) else {
+        return;
+    };
+    for (k, v) in labels {
+        if let Some(by_value) = by_key.get_mut(k) {
+            if let Some(set) = by_value.get_mut(v) {
+                set.remove(item);
+                if set.is_empty() {
+                    by_value.remove(v);
+                }
+            }
+            if by_value.is_empty() {
+                by_key.remove(k);
+            }
+        }
+    }
+    if by_key.is_empty() {
+        index.remove(ns);
+    }
+}
+
+/// The candidates for `selector` in namespace `ns`: `None` when the selector has no
+/// `matchLabels` (every item of the namespace is a candidate), else the smallest set of items
+/// having one of its labels (`Some(None)`: no item has it). Candidates still need `matches`.
+fn candidates<'a, T>(
+    index: &'a LabelIndex<T>,
+    ns: &str,
+    selector: &LabelSelector,
+) -> Option<Option<&'a BTreeSet<T>>> {
+    if selector.match_labels.is_empty() {
+        return None;
+    }
+    let by_key = index.get(ns);
+    Some(
+        selector
+            .match_labels
+            .iter()
+            .map(|(k, v)| by_key.and_then(|m| m.get(k)).and_then(|m| m.get(v)))
+            .min_by_key(|set| set.map_or(0, BTreeSet::len))
+            .flatten(),
+    )
+}
+
 /// Subjects to recompute: `None` from scratch (a new subject), else only the contributions
 /// of these policies.
 type Dirty = BTreeMap<SubjectKey, Option<BTreeSet<ObjectKey>>>;
@@ -372,7 +432,9 @@ pub struct PolicyEngine {
     endpoints: BTreeMap<ObjectKey, EndpointState>,
     subjects: HashMap<SubjectKey, SubjectState>,
     subjects_by_ns: HashMap<String, BTreeSet<SubjectKey>>,
+    subjects_by_label: LabelIndex<SubjectKey>,
     pod_ids_by_ns: HashMap<String, BTreeSet<Identity>>,
+    pod_ids_by_label: LabelIndex<Identity>,
     ids_by_block: HashMap<String, BTreeSet<Identity>>,
     ids_by_port_name: HashMap<String, BTreeSet<Identity>>,
 }
@@ -410,7 +472,9 @@ impl PolicyEngine {
             endpoints: BTreeMap::new(),
             subjects: HashMap::new(),
             subjects_by_ns: HashMap::new(),
+            subjects_by_label: HashMap::new(),
             pod_ids_by_ns: HashMap::new(),
+            pod_ids_by_label: HashMap::new(),
             ids_by_block: HashMap::new(),
             ids_by_port_name: HashMap::new(),
         };
@@ -894,6 +958,12 @@ impl PolicyEngine {
                     if let Some(set) = self.subjects_by_ns.get_mut(&old.subject.namespace) {
                         set.remove(&old.subject);
                     }
+                    unindex_labels(
+                        &mut self.subjects_by_label,
+                        &old.subject.namespace,
+                        &old.subject.labels,
+                        &old.subject,
+                    );
                 }
             }
         }
@@ -916,6 +986,12 @@ impl PolicyEngine {
                         .entry(subject.namespace.clone())
                         .or_default()
                         .insert(subject.clone());
+                    index_labels(
+                        &mut self.subjects_by_label,
+                        &subject.namespace,
+                        &subject.labels,
+                        &subject,
+                    );
                     mark(dirty_subjects, subject, None);
                 }
             }
@@ -927,6 +1003,7 @@ impl PolicyEngine {
         if let Subject::Pod {
             namespace,
             named_ports,
+            labels,
             ..
         } = &labels.subject
         {
@@ -934,6 +1011,7 @@ impl PolicyEngine {
                 .entry(namespace.clone())
                 .or_default()
                 .insert(id);
+            index_labels(&mut self.pod_ids_by_label, namespace, labels, &id);
             for name in named_ports.keys() {
                 self.ids_by_port_name
                     .entry(name.clone())
@@ -961,10 +1039,12 @@ impl PolicyEngine {
         if let Subject::Pod {
             namespace,
             named_ports,
+            labels,
             ..
         } = &labels.subject
         {
             drop_from(&mut self.pod_ids_by_ns, namespace, id);
+            unindex_labels(&mut self.pod_ids_by_label, namespace, labels, &id);
             for name in named_ports.keys() {
                 drop_from(&mut self.ids_by_port_name, name, id);
             }
@@ -975,7 +1055,15 @@ impl PolicyEngine {
     }
 
     fn selected_subjects(&self, policy: &NetworkPolicy, out: &mut BTreeSet<SubjectKey>) {
-        if let Some(set) = self.subjects_by_ns.get(&policy.namespace) {
+        let set = match candidates(
+            &self.subjects_by_label,
+            &policy.namespace,
+            &policy.pod_selector,
+        ) {
+            Some(narrowed) => narrowed,
+            None => self.subjects_by_ns.get(&policy.namespace),
+        };
+        if let Some(set) = set {
             out.extend(
                 set.iter()
                     .filter(|s| policy.pod_selector.matches(&s.labels))
@@ -1008,16 +1096,24 @@ impl PolicyEngine {
                         }
                     }
                 };
+                let mut take_ns = |ns: &str, all: &BTreeSet<Identity>| match pod_selector
+                    .as_ref()
+                    .and_then(|s| candidates(&self.pod_ids_by_label, ns, s))
+                {
+                    Some(Some(narrowed)) => take(narrowed),
+                    Some(None) => {}
+                    None => take(all),
+                };
                 match namespace_selector {
                     None => {
                         if let Some(ids) = self.pod_ids_by_ns.get(&policy.namespace) {
-                            take(ids);
+                            take_ns(&policy.namespace, ids);
                         }
                     }
                     Some(sel) => {
                         for (ns, ids) in &self.pod_ids_by_ns {
                             if sel.matches(&self.cluster.namespace_labels(ns)) {
-                                take(ids);
+                                take_ns(ns, ids);
                             }
                         }
                     }
