@@ -11,6 +11,13 @@
 //!   match an identity that was allocated or released, and the subjects of touched pods;
 //! - the ipcache prefixes whose source changed.
 //!
+//! A subject is recompiled from scratch only when it first appears. Otherwise it keeps, per
+//! selecting policy, the entries each rule contributes and, per key, how many rule entries
+//! allow and deny it; an update recomputes only the contributions of the policies concerned
+//! (changed, or whose peers match an allocated or released identity), re-resolves the deny
+//! push-down of the identities whose keys changed, and patches the map in place: the cost is
+//! proportional to the change, not to the size of the map.
+//!
 //! The resulting [`Diff`] (identities, ipcache entries, per-endpoint map entries to add and
 //! delete) applied to the previous [`Compiled`] snapshot gives exactly the snapshot of a
 //! compilation from scratch with the same identity numbers (tested by proptest).
