@@ -14,6 +14,10 @@ pub const REQUIRED: &[(&str, &str)] = &[
         "libbpf-dev",
         "bpf_helpers.h and friends for the eBPF programs",
     ),
+    (
+        "linux-libc-dev",
+        "the kernel's uapi headers (linux/bpf.h, asm/types.h) for the eBPF programs",
+    ),
     ("iproute2", "ip and tc for the network-namespace lab"),
     ("iptables", "the iptables rival in the benches"),
     ("nftables", "the nftables rival in the benches"),
