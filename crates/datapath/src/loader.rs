@@ -1052,36 +1052,24 @@ fn check_entries<'a>(
 /// Splits a diff into one diff per operation (so that undo goes as far as it can).
 fn split(d: &MapDiff) -> Vec<MapDiff> {
     let mut out = Vec::new();
-    for u in &d.endpoints.upsert {
-        let mut x = MapDiff::default();
-        x.endpoints.upsert.push(*u);
-        out.push(x);
+    // One single-op diff per upsert and per remove of each map, in this order.
+    macro_rules! one_each {
+        ($($map:ident . $list:ident),*) => {$(
+            for op in &d.$map.$list {
+                let mut x = MapDiff::default();
+                x.$map.$list.push(*op);
+                out.push(x);
+            }
+        )*};
     }
-    for r in &d.endpoints.remove {
-        let mut x = MapDiff::default();
-        x.endpoints.remove.push(*r);
-        out.push(x);
-    }
-    for u in &d.ipcache.upsert {
-        let mut x = MapDiff::default();
-        x.ipcache.upsert.push(*u);
-        out.push(x);
-    }
-    for r in &d.ipcache.remove {
-        let mut x = MapDiff::default();
-        x.ipcache.remove.push(*r);
-        out.push(x);
-    }
-    for u in &d.policy.upsert {
-        let mut x = MapDiff::default();
-        x.policy.upsert.push(*u);
-        out.push(x);
-    }
-    for r in &d.policy.remove {
-        let mut x = MapDiff::default();
-        x.policy.remove.push(*r);
-        out.push(x);
-    }
+    one_each!(
+        endpoints.upsert,
+        endpoints.remove,
+        ipcache.upsert,
+        ipcache.remove,
+        policy.upsert,
+        policy.remove
+    );
     out
 }
 
